@@ -1,0 +1,125 @@
+"""Run one request: validate, seed, call the pipeline with progress and stop, collect the results."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from .params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationResult, IPAdapterRequest,
+                     TextToImageRequest, ValidationError, concrete_seed, validate)
+from .pipelines import PipelineManager
+from .previews import latents_to_preview
+from .schedulers import build_scheduler
+
+ProgressCallback = Callable[[int, int], None]
+PreviewCallback = Callable[[int, Image.Image], None]
+
+
+class GenerationStopped(Exception):
+    """Raised inside the step callback to end a run at once, without decoding half-done latents."""
+
+
+@dataclass
+class RunControl:
+    """How the caller follows and stops a run."""
+
+    on_progress: ProgressCallback | None = None
+    on_preview: PreviewCallback | None = None
+    preview_every: int = 0
+    stop: threading.Event | None = None
+
+
+def batch_seeds(seed: int, count: int) -> list[int]:
+    """Image i of a batch uses seed + i (wrapping inside the seed range)."""
+    return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def prompt_warnings(manager: PipelineManager, request: TextToImageRequest) -> list[str]:
+    """Say, never silently, when a prompt is longer than the text encoder reads."""
+    limit = manager.settings.limits.max_prompt_tokens
+    warnings = []
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(request, name)
+        if text:
+            count = manager.tokenizer_length(text)
+            if count > limit:
+                warnings.append(f"{name} is {count} tokens long; only the first {limit} were used")
+    return warnings
+
+
+def pipeline_arguments(request: TextToImageRequest, seeds: list[int]) -> dict:
+    """The keyword arguments of the diffusers call for this request."""
+    arguments = dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        width=request.width,
+        height=request.height,
+        num_inference_steps=request.num_inference_steps,
+        guidance_scale=request.guidance_scale,
+        num_images_per_prompt=request.num_images,
+        # CPU generators make a seed give the same image on every device.
+        generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+    )
+    if getattr(request, "image", None) is not None:
+        arguments.update(image=request.image, strength=request.strength)
+    if isinstance(request, IPAdapterRequest):
+        arguments["ip_adapter_image"] = request.ip_adapter_image
+    return arguments
+
+
+def _step_callback(control: RunControl):
+    def on_step_end(pipe, step, _timestep, tensors):
+        total = pipe.num_timesteps
+        if control.stop is not None and control.stop.is_set():
+            raise GenerationStopped
+        if control.on_progress:
+            control.on_progress(step + 1, total)
+        if control.on_preview and control.preview_every and (step + 1) % control.preview_every == 0 \
+                and step + 1 < total:
+            control.on_preview(step + 1, latents_to_preview(tensors["latents"][0]))
+        return tensors
+
+    return on_step_end
+
+
+def generate(manager: PipelineManager, request: TextToImageRequest,
+             control: RunControl | None = None) -> GenerationResult:
+    """Generate the images of one request; raises ValidationError before any model work."""
+    control = control or RunControl()
+    request = validate(request, manager.settings.limits)
+    started = time.perf_counter()
+    manager.load()
+    warnings = prompt_warnings(manager, request)
+    seeds = batch_seeds(concrete_seed(request.seed), request.num_images)
+    with manager.run_lock:
+        if control.stop is not None and control.stop.is_set():
+            return GenerationResult([], request, warnings, stopped=True)
+        pipe = manager.pipeline(request.mode, with_init_image=getattr(request, "image", None) is not None)
+        pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
+        if isinstance(request, IPAdapterRequest):
+            pipe.set_ip_adapter_scale(request.ip_adapter_scale)
+        try:
+            output = pipe(**pipeline_arguments(request, seeds), callback_on_step_end=_step_callback(control))
+        except GenerationStopped:
+            pipe.maybe_free_model_hooks()
+            manager.release_memory()
+            return GenerationResult([], request, warnings, stopped=True,
+                                    seconds=time.perf_counter() - started)
+    images = [GeneratedImage(image, seed, image_parameters(request, seed, image))
+              for image, seed in zip(output.images, seeds)]
+    return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started)
+
+
+def image_parameters(request: TextToImageRequest, seed: int, image: Image.Image) -> dict:
+    """Everything needed to make this one image again."""
+    parameters = request.to_dict()
+    parameters.update(seed=seed, num_images=1, width=image.width, height=image.height, model=MODEL_NAME)
+    return parameters
+
+
+__all__ = ["generate", "RunControl", "GenerationStopped", "ValidationError", "batch_seeds"]

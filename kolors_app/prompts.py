@@ -1,0 +1,20 @@
+"""Example prompts, read from the JSON files in `prompts/`."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+@lru_cache(maxsize=1)
+def load_examples(folder: Path = PROMPTS_DIR) -> tuple[dict, ...]:
+    """Every example prompt, each with its category's English name under `category`."""
+    examples = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        category = data.get("category", {}).get("en", path.stem)
+        examples.extend({**item, "category": category} for item in data.get("prompts", []))
+    return tuple(examples)
