@@ -1,0 +1,21 @@
+"""Kolors Studio: parse flags, build the settings and the UI, launch."""
+
+import sys
+
+from kolors_app.config import load_settings
+
+
+def main(argv: list[str]) -> int:
+    settings, args = load_settings(argv)
+    if args.check:
+        from kolors_app.doctor import run_check
+
+        return run_check(settings)
+    from kolors_app.server import launch
+
+    launch(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

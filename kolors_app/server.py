@@ -1,0 +1,58 @@
+"""Build the core objects and the UI from settings, and launch the web server with safe defaults."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import gradio as gr
+
+from .config import Settings
+from .pipelines import PipelineManager
+from .ui.app import CSS, create_app
+from .ui.i18n import i18n
+from .ui.runner import AppContext
+
+log = logging.getLogger(__name__)
+# Gradio's temporary files (uploads, gallery PNGs) are deleted once an hour when older than a day.
+CACHE_CLEANUP = (3600, 86400)
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """`user:password` -> (user, password); None when unset."""
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("auth: expected user:password")
+    return user, password
+
+
+def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
+    """The app, queued so that nothing skips the queue, and its context; not launched."""
+    ctx = AppContext(settings, manager or PipelineManager(settings))
+    app = create_app(ctx)
+    app.delete_cache = CACHE_CLEANUP
+    app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
+    return app, ctx
+
+
+def launch(settings: Settings, **overrides) -> tuple[gr.Blocks, AppContext]:
+    """Start serving; with `prevent_thread_lock=True` in overrides it returns at once (tests, benches)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app, ctx = build(settings)
+    if settings.preload:
+        threading.Thread(target=ctx.manager.load, name="preload", daemon=True).start()
+    app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        auth=parse_auth(settings.auth),
+        max_file_size=settings.limits.max_upload_bytes,
+        enable_monitoring=False,
+        show_error=False,
+        i18n=i18n,
+        css=CSS,
+        **overrides,
+    )
+    return app, ctx

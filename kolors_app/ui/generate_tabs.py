@@ -1,0 +1,147 @@
+"""The three generation tabs; each one's handler is a public, queued API endpoint of the same name."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from ..images import load_image
+from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
+from ..prompts import load_examples
+from .controls import GenerationControls, build_controls
+from .i18n import i18n
+from .runner import AppContext, run_request, session_of
+
+log = logging.getLogger(__name__)
+# Every event that runs the model shares this id, so the GPU runs one request at a time.
+GPU_QUEUE = "gpu"
+
+
+@dataclass
+class GenerationTab:
+    """A built generation tab: its shared controls plus its own inputs."""
+
+    mode: str
+    controls: GenerationControls
+    images: dict[str, gr.Image] = field(default_factory=dict)
+    sliders: dict[str, gr.Slider] = field(default_factory=dict)
+    run_event: object = None
+
+
+def _image(ctx: AppContext, name: str, path: str | None, required: bool):
+    """Open an uploaded image safely, or refuse it naming the field."""
+    if not path:
+        if required:
+            raise gr.Error(f"{name}: an image is required", title="Invalid input")
+        return None
+    try:
+        return load_image(path, ctx.settings.limits, field=name, allowed_roots=[gr.utils.get_upload_folder()])
+    except ValidationError as error:
+        raise gr.Error(str(error), title="Invalid input") from None
+
+
+def _examples(controls: GenerationControls) -> None:
+    """A table of the curated prompts; a click fills the prompt boxes."""
+    rows = [[item["category"], item["prompt"], item.get("negative_prompt", "")] for item in load_examples()]
+    if not rows:
+        return
+    table = gr.Dataset(components=[gr.Textbox(visible=False)] * 3, samples=rows, label=i18n("examples"),
+                       headers=["Category", "Prompt", "Negative prompt"], samples_per_page=8)
+    table.click(lambda row: (row[1], row[2]), table, [controls.prompt, controls.negative_prompt], queue=False,
+                api_visibility="private")
+
+
+def token_count(ctx: AppContext, text: str) -> str:
+    """'n / 256 tokens', with a warning past the limit; '?' while the tokenizer is unavailable."""
+    limit = ctx.settings.limits.max_prompt_tokens
+    if not text:
+        return f"0 / {limit}"
+    try:
+        count = ctx.manager.tokenizer_length(text[: ctx.settings.limits.max_prompt_chars])
+    except (OSError, ValueError) as error:  # not downloaded yet, or offline: counting is a nicety
+        log.info("token count unavailable: %s", error)
+        return f"? / {limit}"
+    return f"{count} / {limit}" + (f" ⚠️ only the first {limit} are used" if count > limit else "")
+
+
+def _wire(ctx: AppContext, tab: GenerationTab, handler, extra_inputs: list) -> None:
+    c = tab.controls
+    c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
+                    queue=False, api_visibility="private")
+    run = c.generate.click(handler, c.request_inputs() + extra_inputs, [c.gallery, c.result],
+                           api_name=tab.mode, concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    c.stop.click(lambda request: ctx.runs.stop(session_of(request)), None, None, cancels=[run],
+                 queue=False, api_visibility="private")
+    tab.run_event = run
+
+
+def text_to_image_tab(ctx: AppContext) -> GenerationTab:
+    """Text to image."""
+    controls, _extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
+    tab = GenerationTab("text_to_image", controls)
+    _examples(controls)
+
+    def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
+                      seed, num_images, request: gr.Request, progress=gr.Progress()):
+        """Generate images from a prompt; returns the PNGs and their parameters with concrete seeds."""
+        yield from run_request(ctx, TextToImageRequest(
+            prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
+            num_images), request, progress)
+
+    _wire(ctx, tab, text_to_image, [])
+    return tab
+
+
+def image_to_image_tab(ctx: AppContext) -> GenerationTab:
+    """Image to image: repaint an uploaded or pasted image."""
+    controls, extra = build_controls("image_to_image", ctx.settings.limits, steps=50, guidance=5.0)
+    with extra:
+        image = gr.Image(label=i18n("init_image"), type="filepath", sources=["upload", "clipboard"], height=320,
+                         elem_id="image_to_image-image")
+        strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
+                             elem_id="image_to_image-strength")
+    tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength})
+    _examples(controls)
+
+    def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
+                       seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
+        """Repaint an image guided by a prompt; `strength` 0..1 says how much changes."""
+        init = _image(ctx, "image", image, required=True)
+        yield from run_request(ctx, ImageToImageRequest(
+            prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
+            num_images, image=init, strength=strength), request, progress)
+
+    _wire(ctx, tab, image_to_image, [image, strength])
+    return tab
+
+
+def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
+    """IP-Adapter: generate from a reference image, with an optional prompt and init image."""
+    controls, extra = build_controls("ip_adapter", ctx.settings.limits, steps=25, guidance=6.5, prompt_lines=2)
+    with extra:
+        with gr.Row():
+            reference = gr.Image(label=i18n("reference_image"), type="filepath", sources=["upload", "clipboard"],
+                                 height=260, elem_id="ip_adapter-reference")
+            init = gr.Image(label=i18n("optional_init"), type="filepath", sources=["upload", "clipboard"],
+                            height=260, elem_id="ip_adapter-image")
+        with gr.Row():
+            scale = gr.Slider(0.0, 2.0, value=0.5, step=0.05, label=i18n("ip_scale"), elem_id="ip_adapter-scale")
+            strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
+                                 elem_id="ip_adapter-strength")
+    tab = GenerationTab("ip_adapter", controls, {"ip_adapter_image": reference, "image": init},
+                        {"ip_adapter_scale": scale, "strength": strength})
+
+    def ip_adapter(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
+                   num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request,
+                   progress=gr.Progress()):
+        """Generate images that follow a reference image (IP-Adapter Plus); `image` is an optional init image."""
+        yield from run_request(ctx, IPAdapterRequest(
+            prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
+            num_images, ip_adapter_image=_image(ctx, "ip_adapter_image", ip_adapter_image, required=True),
+            ip_adapter_scale=ip_adapter_scale, image=_image(ctx, "image", image, required=False),
+            strength=strength), request, progress)
+
+    _wire(ctx, tab, ip_adapter, [reference, scale, init, strength])
+    return tab

@@ -1,0 +1,149 @@
+"""Run a request for a visitor: progress bar, live previews, Stop, and results the gallery can show."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import gradio as gr
+
+from ..config import Settings
+from ..generation import RunControl, generate
+from ..history import OutputStore
+from ..metadata import JSON_KEY, PARAMETERS_KEY, format_parameters
+from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
+from ..pipelines import PipelineManager
+
+log = logging.getLogger(__name__)
+PREVIEWS_PER_RUN = 5
+
+
+class RunRegistry:
+    """Stop flags of the runs in flight, keyed by gradio's session hash; holds no visitor data."""
+
+    def __init__(self):
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str) -> threading.Event:
+        """A fresh flag for a new run of this session."""
+        with self._lock:
+            self._flags[session] = threading.Event()
+            return self._flags[session]
+
+    def stop(self, session: str) -> None:
+        """Ask this session's run to stop at the end of its current step."""
+        with self._lock:
+            flag = self._flags.get(session)
+        if flag is not None:
+            flag.set()
+
+    def finish(self, session: str, flag: threading.Event) -> None:
+        """Forget a finished run's flag (unless a newer run replaced it)."""
+        with self._lock:
+            if self._flags.get(session) is flag:
+                del self._flags[session]
+
+
+@dataclass
+class AppContext:
+    """The core objects the UI works with, built once by app.py (or by a test)."""
+
+    settings: Settings
+    manager: PipelineManager
+    runs: RunRegistry = field(default_factory=RunRegistry)
+    outputs: OutputStore | None = None
+
+    def __post_init__(self):
+        if self.outputs is None and self.settings.saving_enabled():
+            self.outputs = OutputStore(self.settings.outputs_dir)
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The visitor's session id (direct handler calls in tests have none)."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def public_message(error: Exception) -> str:
+    """What a visitor may see of an unexpected error: its kind, never a traceback or a local path."""
+    return f"Generation failed ({type(error).__name__}). The server is still running; please try again."
+
+
+def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None,
+                progress: gr.Progress | None) -> Iterator[tuple]:
+    """Yield (gallery, result) pairs: live previews while the run goes, then the final PNGs."""
+    try:
+        request = validate(request, ctx.settings.limits)
+    except ValidationError as error:
+        raise gr.Error(str(error), title="Invalid input") from None
+    session = session_of(http)
+    events: queue.Queue = queue.Queue()
+    stop = ctx.runs.start(session)
+    control = RunControl(
+        on_progress=lambda step, total: events.put(("progress", step, total)),
+        on_preview=lambda step, image: events.put(("preview", step, image)),
+        preview_every=max(1, request.num_inference_steps // PREVIEWS_PER_RUN),
+        stop=stop,
+    )
+
+    def work():
+        try:
+            events.put(("done", generate(ctx.manager, request, control)))
+        except Exception as error:  # reported to the visitor below; the worker thread must not die silently
+            events.put(("error", error))
+
+    threading.Thread(target=work, daemon=True, name=f"generate-{session[:8]}").start()
+    try:
+        while True:
+            kind, *payload = events.get()
+            if kind == "progress" and progress is not None:
+                step, total = payload
+                progress((step, total), desc="Step", unit="steps")
+            elif kind == "preview":
+                yield [(payload[1], f"preview, step {payload[0]}")], gr.skip()
+            elif kind == "error":
+                raise_public(ctx, payload[0])
+            elif kind == "done":
+                yield finish(ctx, payload[0])
+                return
+    finally:
+        ctx.runs.finish(session, stop)
+
+
+def raise_public(ctx: AppContext, error: Exception):
+    """Log the full error for the operator, show the visitor a short one."""
+    if isinstance(error, ValidationError):
+        raise gr.Error(str(error), title="Invalid input") from None
+    log.error("generation failed", exc_info=error)
+    ctx.manager.release_memory()
+    raise gr.Error(public_message(error), print_exception=False) from None
+
+
+def with_metadata(image, parameters: dict):
+    """A copy carrying the parameters as PNG text, which gradio writes into the gallery's PNG files."""
+    tagged = image.copy()
+    tagged.info[PARAMETERS_KEY] = format_parameters(parameters)
+    tagged.info[JSON_KEY] = json.dumps(parameters, ensure_ascii=False)
+    return tagged
+
+
+def finish(ctx: AppContext, result: GenerationResult) -> tuple:
+    """Gallery items and the JSON result of a finished (or stopped) run."""
+    if result.stopped:
+        gr.Info("Stopped.")
+        return [], {"images": [], "stopped": True, "warnings": result.warnings}
+    for warning in result.warnings:
+        gr.Warning(warning)
+    gallery = []
+    for item in result.images:
+        image = with_metadata(item.image, item.parameters)
+        gallery.append((image, f"seed {item.seed}"))
+        if ctx.outputs is not None:
+            ctx.outputs.save(item.image, item.parameters)
+    summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
+               "seconds": round(result.seconds, 3)}
+    return gallery, summary
