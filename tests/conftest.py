@@ -56,3 +56,59 @@ def manager(settings):
     manager = PipelineManager(settings)
     manager.load()
     return manager
+
+
+# --- The app served on loopback with the tiny model (browser and HTTP tests) ---
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(tiny_dir, tmp_path_factory, *flags, env=None):
+    """Start `python app.py --model tiny` on a free loopback port; returns (process, url, log path)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    port = _free_port()
+    home = tmp_path_factory.mktemp("app-home")
+    log = home / "server.log"
+    environment = {**os.environ, "XDG_CONFIG_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
+                   "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, str(root / "app.py"), "--model", "tiny", "--device", "cpu", "--port", str(port),
+               "--outputs-dir", str(home / "outputs"), *flags]
+    process = subprocess.Popen(command, cwd=root, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return process, url, log
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"app did not answer within 180 s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def live_app(tiny_dir, tmp_path_factory):
+    """The URL of the app running with the tiny model on loopback, shared by the session."""
+    process, url, log = start_app(tiny_dir, tmp_path_factory)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except Exception:
+        process.kill()

@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass, field
 
 import gradio as gr
+from PIL import Image
 
-from ..images import load_image
+from ..images import load_image, size_for
 from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
 from ..prompts import load_examples
-from .controls import GenerationControls, build_controls
+from .controls import GenerationControls, aspect_for, build_controls
 from .i18n import i18n
 from .runner import AppContext, run_request, session_of
 
@@ -51,6 +52,16 @@ def _examples(controls: GenerationControls) -> None:
                        headers=["Category", "Prompt", "Negative prompt"], samples_per_page=8)
     table.click(lambda row: (row[1], row[2]), table, [controls.prompt, controls.negative_prompt], queue=False,
                 api_visibility="private")
+
+
+def size_of_upload(path: str | None):
+    """Width, height and preset matching an uploaded image's aspect ratio, at about one megapixel."""
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = size_for(image.size)
+    except (OSError, ValueError, TypeError):  # unreadable: the generate handler reports it properly
+        return gr.skip(), gr.skip(), gr.skip()
+    return width, height, aspect_for(width, height)
 
 
 def token_count(ctx: AppContext, text: str) -> str:
@@ -103,6 +114,8 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
         strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
                              elem_id="image_to_image-strength")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength})
+    image.upload(size_of_upload, image, [controls.width, controls.height, controls.aspect], queue=False,
+                 api_visibility="private")
     _examples(controls)
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
