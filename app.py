@@ -2,6 +2,7 @@
 
 import sys
 
+import kolors_app.zerogpu  # noqa: F401  On ZeroGPU, `spaces` must patch torch before anything imports it.
 from kolors_app.config import load_settings
 
 

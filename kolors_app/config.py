@@ -1,4 +1,4 @@
-"""Settings of the app and where their values come from: defaults, `KOLORS_*` variables, flags."""
+"""Settings of the app and where their values come from: defaults, `KOLORS_*` variables, flags (flags win)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ class Settings:
     outputs_dir: Path = Path("outputs")
     save_outputs: bool | None = None
     preload: bool = False
+    # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
+    embedding_cache_mb: int = 256
+    embedding_cache_dir: Path | None = None
+    attention: str = "sdpa"
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    compile: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    # --- end speed options ---
     limits: Limits = field(default_factory=Limits)
 
     def saving_enabled(self) -> bool:
@@ -62,21 +72,27 @@ class Settings:
         return not (self.share or on_spaces())
 
 
-def on_spaces() -> bool:
+def on_spaces(environ=None) -> bool:
     """Whether the app runs on a Hugging Face Space."""
-    return bool(os.environ.get("SPACE_ID"))
+    return bool((os.environ if environ is None else environ).get("SPACE_ID"))
+
+
+class SettingsError(SystemExit):
+    """A setting has a bad value; the message names the flag or variable and what is allowed."""
 
 
 _FIELD_HELP = {
     "model": "Hub repo id, local directory, or 'tiny' (offline random-weight model for tests)",
     "ip_adapter": "Hub repo id or local directory of the Kolors IP-Adapter Plus",
     "ip_adapter_revision": "revision of the IP-Adapter repo",
-    "device": f"one of {DEVICES}",
-    "dtype": f"one of {DTYPES}; auto = float16 on CUDA, float32 on CPU",
-    "offload": f"one of {OFFLOAD_MODES}",
-    "text_encoder": f"one of {TEXT_ENCODER_MODES}",
-    "host": "address to listen on",
-    "port": "port to listen on",
+    "device": "where the model runs; auto = CUDA, else Apple MPS, else CPU",
+    "dtype": "auto = float16 on a GPU, float32 on the CPU",
+    "offload": "memory plan: auto = chosen from free GPU memory (see kolors_app/memory.py); "
+               "model / sequential = diffusers CPU offload",
+    "text_encoder": "ChatGLM3 text encoder: auto = chosen with the plan; gpu = fp16 on the GPU; "
+                    "8bit / 4bit = bitsandbytes on CUDA; cpu = on the CPU",
+    "host": "address to listen on (default 127.0.0.1; 0.0.0.0 on Spaces or from GRADIO_SERVER_NAME)",
+    "port": "port to listen on (default 7860, or GRADIO_SERVER_PORT)",
     "share": "create a public Gradio share link",
     "auth": "user:password required to open the app",
     "queue_size": "most requests waiting in the queue",
@@ -86,6 +102,17 @@ _FIELD_HELP = {
 }
 _CHOICES = {"device": DEVICES, "dtype": DTYPES, "offload": OFFLOAD_MODES, "text_encoder": TEXT_ENCODER_MODES}
 _LIMIT_FIELDS = {f.name: f.type for f in dataclasses.fields(Limits)}
+_LIMIT_HELP = {
+    "min_size": "smallest width/height in pixels (a multiple of 8)",
+    "max_size": "largest width/height in pixels (a multiple of 8)",
+    "max_steps": "most inference steps per request",
+    "max_guidance": "largest guidance scale",
+    "max_images": "most images per request (batch size)",
+    "max_prompt_chars": "longest prompt in characters",
+    "max_prompt_tokens": "text encoder tokens read from a prompt (longer prompts get a warning)",
+    "max_image_pixels": "largest uploaded image in pixels",
+    "max_upload_bytes": "largest upload in bytes",
+}
 
 
 def _parse_bool(text: str) -> bool:
@@ -105,21 +132,68 @@ _CONVERTERS = {"share": _parse_bool, "preload": _parse_bool, "save_outputs": _pa
                "port": int, "queue_size": int, "outputs_dir": Path}
 _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _LIMIT_FIELDS.items()})
 
+# --- speed options (caches, GPU options; what each buys: bench/README.md) ---
+ATTENTION_MODES = ("sdpa", "eager")
+_FIELD_HELP.update({
+    "embedding_cache_mb": "memory for cached prompt and IP-Adapter image embeddings, per cache (0 = off)",
+    "embedding_cache_dir": "also keep prompt embeddings in this folder (worth it when the text encoder is on the CPU)",
+    "attention": f"one of {ATTENTION_MODES}; sdpa = PyTorch scaled_dot_product_attention (diffusers' default)",
+    "channels_last": "U-Net and VAE in channels_last memory format",
+    "fuse_qkv": "fuse the attention q/k/v projections of the U-Net and VAE into one matmul",
+    "compile": "torch.compile the U-Net's repeated transformer blocks (warm-up at load, dynamic sizes)",
+    "vae_slicing": "decode a batch one image at a time (less peak memory)",
+    "vae_tiling": "decode large images in tiles (less peak memory, can show seams)",
+})
+_CHOICES["attention"] = ATTENTION_MODES
+_CONVERTERS.update({"embedding_cache_mb": int, "embedding_cache_dir": lambda text: Path(text) if text else None,
+                    **{name: _parse_bool for name in
+                       ("channels_last", "fuse_qkv", "compile", "vae_slicing", "vae_tiling")}})
+# --- end speed options ---
+
+
+def _is_bool(name: str) -> bool:
+    return _CONVERTERS.get(name) in (_parse_bool, _parse_optional_bool)
+
+
+def _setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if f.name != "limits"]
+
+
+def _default(name: str):
+    return getattr(Limits(), name) if name in _LIMIT_FIELDS else getattr(Settings(), name)
+
+
+def _help(name: str) -> str:
+    return _LIMIT_HELP[name] if name in _LIMIT_FIELDS else _FIELD_HELP[name]
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags: one per setting, plus `--check`."""
-    parser = argparse.ArgumentParser(prog="app.py", description="Kolors Studio: a web UI for Kolors.")
-    for item in dataclasses.fields(Settings):
-        if item.name == "limits":
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        parser.add_argument(flag, dest=item.name, default=None, choices=_CHOICES.get(item.name),
-                            help=f"{_FIELD_HELP[item.name]} (env KOLORS_{item.name.upper()})")
-    for name in _LIMIT_FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                            help=f"request limit (env KOLORS_{name.upper()})")
-    parser.add_argument("--check", action="store_true", help="print what would run, then exit")
+    parser = argparse.ArgumentParser(
+        prog="app.py", description="Kolors Studio: a web UI for the Kolors text-to-image model.",
+        epilog="Every flag can also be set with its KOLORS_* environment variable; flags win over variables, "
+               "variables over defaults. Booleans take true/false (a bare flag means true).")
+    for name in _setting_names() + list(_LIMIT_FIELDS):
+        flag = "--" + name.replace("_", "-")
+        extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if _is_bool(name) else {}
+        default = _default(name)
+        shown = "auto" if default is None and name == "save_outputs" else default
+        parser.add_argument(flag, dest=name, default=None, choices=_CHOICES.get(name), **extra,
+                            help=f"{_help(name)} (default: {shown}; env KOLORS_{name.upper()})")
+    parser.add_argument("--check", action="store_true",
+                        help="check versions, device, memory plan, disk and downloads, then exit (non-zero if blocked)")
     return parser
+
+
+def platform_defaults(environ) -> dict[str, tuple[str, str]]:
+    """Defaults that depend on where the app runs (Spaces, Gradio's server variables): {name: (source, value)}."""
+    values = {}
+    if on_spaces(environ):
+        values["host"] = ("SPACE_ID", "0.0.0.0")
+    for name, variable in (("host", "GRADIO_SERVER_NAME"), ("port", "GRADIO_SERVER_PORT")):
+        if environ.get(variable):
+            values[name] = (variable, environ[variable])
+    return values
 
 
 def load_settings(argv: list[str] | None = None, environ: dict | None = None) -> tuple[Settings, argparse.Namespace]:
@@ -127,17 +201,62 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv if argv is not None else [])
     values, limits = {}, {}
-    for name in [f.name for f in dataclasses.fields(Settings) if f.name != "limits"] + list(_LIMIT_FIELDS):
-        raw = getattr(args, name, None)
-        if raw is None:
-            raw = environ.get(f"KOLORS_{name.upper()}")
-        if raw is None:
-            continue
+    sources = platform_defaults(environ)
+    for name in _setting_names() + list(_LIMIT_FIELDS):
+        if getattr(args, name, None) is not None:
+            sources[name] = ("--" + name.replace("_", "-"), getattr(args, name))
+        elif environ.get(f"KOLORS_{name.upper()}") is not None:
+            sources[name] = (f"KOLORS_{name.upper()}", environ[f"KOLORS_{name.upper()}"])
+    for name, (source, raw) in sources.items():
         if name in _CHOICES and raw not in _CHOICES[name]:
-            raise SystemExit(f"KOLORS_{name.upper()}: {raw!r} is not one of {_CHOICES[name]}")
+            raise SettingsError(f"{source}: {raw!r} is not one of {', '.join(_CHOICES[name])}")
+        converter = _CONVERTERS.get(name, str)
         try:
-            converted = _CONVERTERS.get(name, str)(raw)
+            converted = converter(raw)
         except ValueError as error:
-            raise SystemExit(f"{name}: {error}") from None
+            message = f"expected a number, got {raw!r}" if converter in (int, float) else str(error)
+            raise SettingsError(f"{source}: {message}") from None
         (limits if name in _LIMIT_FIELDS else values)[name] = converted
-    return Settings(**values, limits=Limits(**limits)), args
+    settings = Settings(**values, limits=Limits(**limits))
+    check(settings, {name: source for name, (source, _raw) in sources.items()})
+    return settings, args
+
+
+def check(settings: Settings, sources: dict | None = None) -> None:
+    """Refuse settings that can't work, naming where the bad value came from."""
+    sources = sources or {}
+
+    def refuse(name: str, message: str):
+        raise SettingsError(f"{sources.get(name, name)}: {message}")
+
+    limits = settings.limits
+    if not 1 <= settings.port <= 65535:
+        refuse("port", f"must be from 1 to 65535, got {settings.port}")
+    if settings.queue_size < 1:
+        refuse("queue_size", f"must be at least 1, got {settings.queue_size}")
+    if settings.auth is not None and not all(settings.auth.partition(":")[::2]):
+        refuse("auth", "expected user:password")
+    for name in ("min_size", "max_size"):
+        value = getattr(limits, name)
+        if value < 64 or value % 8:
+            refuse(name, f"must be a multiple of 8 of at least 64, got {value}")
+    if limits.min_size > limits.max_size:
+        refuse("min_size", f"is above max_size ({limits.min_size} > {limits.max_size})")
+    for name in ("max_steps", "max_images", "max_prompt_chars", "max_prompt_tokens", "max_image_pixels",
+                 "max_upload_bytes"):
+        if getattr(limits, name) < 1:
+            refuse(name, f"must be at least 1, got {getattr(limits, name)}")
+    if not limits.max_guidance > 0:
+        refuse("max_guidance", f"must be above 0, got {limits.max_guidance}")
+
+
+def settings_table() -> str:
+    """The README's configuration table (Markdown), generated from the settings themselves."""
+    rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
+    for name in _setting_names() + list(_LIMIT_FIELDS):
+        default = _default(name)
+        shown = "`auto`" if default is None and name == "save_outputs" else "" if default is None else f"`{default}`"
+        text = _help(name).replace("|", "\\|")
+        rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
+    rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; exit non-zero if blocked |")
+    return "\n".join(rows) + "\n"

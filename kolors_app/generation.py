@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -10,8 +12,11 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from .embeddings import EmbeddingCaches, caches_for
 from .params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationResult, IPAdapterRequest,
                      TextToImageRequest, ValidationError, concrete_seed, validate)
+from .images import fit_image
+from .memory import Features, run_with_step_down
 from .pipelines import PipelineManager
 from .previews import latents_to_preview
 from .schedulers import build_scheduler
@@ -52,24 +57,47 @@ def prompt_warnings(manager: PipelineManager, request: TextToImageRequest) -> li
     return warnings
 
 
-def pipeline_arguments(request: TextToImageRequest, seeds: list[int]) -> dict:
-    """The keyword arguments of the diffusers call for this request."""
+def pipeline_arguments(request: TextToImageRequest, seeds: list[int], conditioning: dict) -> dict:
+    """The keyword arguments of the diffusers call: the request's settings plus ready embeddings."""
     arguments = dict(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
         width=request.width,
         height=request.height,
         num_inference_steps=request.num_inference_steps,
         guidance_scale=request.guidance_scale,
-        num_images_per_prompt=request.num_images,
+        # The embeddings already hold one row per image, so the pipeline sees a batch of one prompt each.
+        num_images_per_prompt=1,
         # CPU generators make a seed give the same image on every device.
         generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+        **conditioning,
     )
     if getattr(request, "image", None) is not None:
-        arguments.update(image=request.image, strength=request.strength)
-    if isinstance(request, IPAdapterRequest):
-        arguments["ip_adapter_image"] = request.ip_adapter_image
+        arguments.update(image=fit_image(request.image, request.width, request.height), strength=request.strength)
     return arguments
+
+
+def conditioning(caches: EmbeddingCaches, pipe, request: TextToImageRequest) -> dict:
+    """Prompt (and reference image) embeddings, from the caches or computed once by the pipeline."""
+    count = request.num_images
+    arguments = caches.prompt_arguments(pipe, request.prompt, request.negative_prompt, count, request.guidance_scale)
+    if isinstance(request, IPAdapterRequest):
+        arguments.update(caches.ip_adapter_arguments(pipe, request.ip_adapter_image, request.guidance_scale))
+    return arguments
+
+
+@contextlib.contextmanager
+def pooled_embeds_forwarded(pipe, arguments: dict):
+    """Make KolorsImg2ImgPipeline use the pooled embeddings it is given (diffusers 0.42 drops them, #13612)."""
+    if type(pipe).__name__ != "KolorsImg2ImgPipeline":
+        yield
+        return
+    pooled = {name: arguments[name] for name in ("pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+              if name in arguments}
+    # An instance attribute shadows the method for this one call; the run lock keeps calls apart.
+    pipe.encode_prompt = functools.partial(type(pipe).encode_prompt, pipe, **pooled)
+    try:
+        yield
+    finally:
+        del pipe.encode_prompt
 
 
 def _step_callback(control: RunControl):
@@ -99,17 +127,25 @@ def generate(manager: PipelineManager, request: TextToImageRequest,
     with manager.run_lock:
         if control.stop is not None and control.stop.is_set():
             return GenerationResult([], request, warnings, stopped=True)
-        pipe = manager.pipeline(request.mode, with_init_image=getattr(request, "image", None) is not None)
-        pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
-        if isinstance(request, IPAdapterRequest):
-            pipe.set_ip_adapter_scale(request.ip_adapter_scale)
+        # --- OOM step-down (kolors_app/memory.py): the pipeline is fetched inside, as a step-down rebuilds it ---
+        def run_pipeline():
+            pipe = manager.pipeline(request.mode, with_init_image=getattr(request, "image", None) is not None)
+            pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
+            if isinstance(request, IPAdapterRequest):
+                pipe.set_ip_adapter_scale(request.ip_adapter_scale)
+            arguments = pipeline_arguments(request, seeds, conditioning(caches_for(manager), pipe, request))
+            with pooled_embeds_forwarded(pipe, arguments):
+                return pipe(**arguments, callback_on_step_end=_step_callback(control))
+
         try:
-            output = pipe(**pipeline_arguments(request, seeds), callback_on_step_end=_step_callback(control))
+            output, plan_note = run_with_step_down(manager, run_pipeline, Features.of(request))
         except GenerationStopped:
-            pipe.maybe_free_model_hooks()
-            manager.release_memory()
+            manager.release_memory()  # also takes offloaded models off the GPU
             return GenerationResult([], request, warnings, stopped=True,
                                     seconds=time.perf_counter() - started)
+        if plan_note:
+            warnings.append(plan_note)
+        # --- end OOM step-down ---
     images = [GeneratedImage(image, seed, image_parameters(request, seed, image))
               for image, seed in zip(output.images, seeds)]
     return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started)

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from PIL import Image
 
 from .config import Limits
+from .images import DECODE_ERRORS
 from .metadata import clean_parameters, save_png
 from .params import MAX_SEED, ValidationError
 
@@ -113,6 +114,14 @@ def _thumbnail(value: Any, field: str) -> str:
         raise ValidationError(field, "holds invalid base64 data") from None
     if not head.startswith(THUMBNAIL_SIGNATURES[kind]):
         raise ValidationError(field, f"does not hold a {kind.upper()} image")
+    # The header only: a few kB of PNG can hold a huge image, which the History tab would decode on every view.
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+            width, height = image.size
+    except (binascii.Error, Image.DecompressionBombError, *DECODE_ERRORS):
+        raise ValidationError(field, f"does not hold a readable {kind.upper()} image") from None
+    if max(width, height) > THUMBNAIL_SIZE:
+        raise ValidationError(field, f"is {width}x{height}; at most {THUMBNAIL_SIZE} px a side")
     return value
 
 

@@ -1,81 +1,23 @@
-"""PipelineManager: load Kolors once and hand each mode a pipeline that shares the same weights."""
+"""PipelineManager: load Kolors once under a memory plan and hand each mode a pipeline sharing the same weights."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from . import downloads, memory
 from .config import Settings
+from .memory import Features, Plan, make_plan
 
 log = logging.getLogger(__name__)
 
-IP_ADAPTER_WEIGHTS = "ip_adapter_plus_general.safetensors"
-# Published peak of the fp16 pipeline fully on the GPU at 1024x1024 is 20.6 GiB (KOLORS.md);
-# model offload keeps one component at a time on the GPU, the 12.5 GB text encoder being the largest.
-FULL_GPU_BYTES = 22 * 2**30
-MODEL_OFFLOAD_BYTES = 14 * 2**30
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where and how the model runs."""
-
-    device: str
-    dtype: torch.dtype
-    offload: str
-
-    def describe(self) -> str:
-        """One line for the status bar and the logs."""
-        return f"{self.device}, {str(self.dtype).removeprefix('torch.')}, offload: {self.offload}"
-
-
-def resolve_device(choice: str) -> str:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(choice: str, device: str) -> torch.dtype:
-    """`auto` is float16 on an accelerator and float32 on the CPU (fp16 matmuls there are slow)."""
-    if choice == "auto":
-        return torch.float32 if device == "cpu" else torch.float16
-    return getattr(torch, choice)
-
-
-def free_gpu_bytes() -> int:
-    """Free memory of the current CUDA device, 0 without one."""
-    if not torch.cuda.is_available():
-        return 0
-    free, _total = torch.cuda.mem_get_info()
-    return free
-
-
-def resolve_offload(choice: str, device: str, free_bytes: int) -> str:
-    """`auto`: everything on the GPU if it fits, else model offload, else sequential offload."""
-    if device != "cuda":
-        return "none"
-    if choice != "auto":
-        return choice
-    if free_bytes >= FULL_GPU_BYTES:
-        return "none"
-    return "model" if free_bytes >= MODEL_OFFLOAD_BYTES else "sequential"
-
-
-def make_plan(settings: Settings) -> Plan:
-    """The plan for these settings on this machine."""
-    device = resolve_device(settings.device)
-    return Plan(device, resolve_dtype(settings.dtype, device),
-                resolve_offload(settings.offload, device, free_gpu_bytes()))
+IP_ADAPTER_WEIGHTS = downloads.IP_ADAPTER_WEIGHTS
+__all__ = ["PipelineManager", "Plan", "load_kolors", "loader_arguments", "quantization_config", "place"]
 
 
 def model_source(settings: Settings) -> str:
@@ -99,19 +41,101 @@ def ip_adapter_source(settings: Settings) -> str:
 def has_fp16_variant(source: str) -> bool:
     """Hub repos of Kolors ship fp16 files; a local copy may not."""
     path = Path(source)
-    return not path.is_dir() or any(path.glob("*/*.fp16.*"))
+    return not path.is_dir() or downloads.has_variant(path, "fp16")
+
+
+def cpu_text_encoder_dtype(plan: Plan) -> torch.dtype:
+    """float32 for a text encoder on the CPU (fp16 matmuls are slow there), bfloat16 when RAM is short (25 vs 12.5 GB)."""
+    if plan.device == "cpu":
+        return plan.dtype
+    import psutil
+
+    return torch.float32 if psutil.virtual_memory().available >= memory.CPU_TEXT_ENCODER_FP32_RAM else torch.bfloat16
+
+
+def quantization_config(plan: Plan):
+    """diffusers' PipelineQuantizationConfig for an 8-bit or 4-bit text encoder (bitsandbytes), else None."""
+    if not plan.needs_bitsandbytes():
+        return None
+    from diffusers import PipelineQuantizationConfig
+    from transformers import BitsAndBytesConfig
+
+    # ChatGLM is a transformers model, so it takes transformers' BitsAndBytesConfig.
+    if plan.text_encoder == "8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype)
+    return PipelineQuantizationConfig(quant_mapping={"text_encoder": config})
+
+
+def loader_arguments(source: str, plan: Plan) -> dict[str, Any]:
+    """Keyword arguments of `KolorsPipeline.from_pretrained` for this plan."""
+    arguments: dict[str, Any] = {"variant": "fp16" if has_fp16_variant(source) else None, "dtype": plan.dtype}
+    if plan.text_encoder == "cpu":
+        arguments["dtype"] = {"default": plan.dtype, "text_encoder": cpu_text_encoder_dtype(plan)}
+    config = quantization_config(plan)
+    if config is not None:
+        arguments["quantization_config"] = config
+    return arguments
 
 
 def load_kolors(source: str, plan: Plan):
     """The real loader: `KolorsPipeline.from_pretrained`, fp16 files whenever they exist."""
     from diffusers import KolorsPipeline
 
-    variant = "fp16" if has_fp16_variant(source) else None
-    return KolorsPipeline.from_pretrained(source, dtype=plan.dtype, variant=variant)
+    return KolorsPipeline.from_pretrained(source, **loader_arguments(source, plan))
+
+
+class TextEncoderOnCPU(torch.nn.Module):
+    """Runs the text encoder on the CPU; its outputs come back on the caller's device in the pipeline's dtype."""
+
+    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        # Not a registered submodule, so pipe.to() and the offload hooks never move it to the GPU.
+        object.__setattr__(self, "encoder", encoder.to("cpu"))
+        self.output_dtype = dtype
+        self.config = encoder.config
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def parameters(self, recurse: bool = True):
+        # The real weights, for code that asks where they are; .to() and hooks still see none to move.
+        return self.encoder.parameters(recurse)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.output_dtype
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        target = input_ids.device
+        moved = {name: value.to("cpu") for name, value in
+                 (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids))
+                 if value is not None}
+        output = self.encoder(**moved, **kwargs)
+        output["past_key_values"] = None
+        output["last_hidden_state"] = output["last_hidden_state"].to(target, self.output_dtype)
+        if output.get("hidden_states") is not None:
+            output["hidden_states"] = tuple(state.to(target, self.output_dtype) for state in output["hidden_states"])
+        return output
+
+
+def place(pipe, plan: Plan):
+    """Put a freshly loaded pipeline where the plan says (offload hooks come later, per pipeline)."""
+    if plan.dtype == torch.float16:
+        # The SDXL VAE overflows in fp16 (black/NaN images): diffusers upcasts its decode when told.
+        pipe.vae.register_to_config(force_upcast=True)
+    if plan.text_encoder == "cpu" and not isinstance(pipe.text_encoder, TextEncoderOnCPU):
+        pipe.text_encoder = TextEncoderOnCPU(pipe.text_encoder, plan.dtype)
+    if plan.offload == "none":
+        # bitsandbytes modules are already on the GPU; diffusers leaves them where they are.
+        pipe.to(plan.device)
+    return pipe
 
 
 class PipelineManager:
-    """Owns the one loaded copy of Kolors and the pipelines built on it."""
+    """Owns the one loaded copy of Kolors, its memory plan, and the pipelines built on it."""
 
     def __init__(self, settings: Settings, loader: Callable[[str, Plan], Any] = load_kolors):
         self.settings = settings
@@ -120,11 +144,14 @@ class PipelineManager:
         # One generation at a time per process: the pipelines share a U-Net and a scheduler slot.
         self.run_lock = threading.Lock()
         self.plan: Plan | None = None
+        # The plans a run may step down to on out-of-memory, the current one first.
+        self.ladder: list[Plan] = []
         self.status = "not loaded"
         self._pipes: dict[str, Any] = {}
         self._ip_parts: dict[str, Any] | None = None
         self._ip_attached = False
         self._offloaded_pipe = None
+        self._tokenizer = None
 
     @property
     def loaded(self) -> bool:
@@ -138,20 +165,98 @@ class PipelineManager:
         with self._load_lock:
             if self.loaded:
                 return self._pipes["text_to_image"]
-            plan = make_plan(self.settings)
-            source = model_source(self.settings)
+            plan, self.ladder = make_plan(self.settings)
+            try:
+                return self._load_plan(plan, self._source())
+            except Exception as error:
+                self.status = f"load failed: {error}"
+                raise
+
+    def _source(self) -> str:
+        """A local folder or repo id to load from; a Hub repo is downloaded first, its progress in the status."""
+        source = model_source(self.settings)
+        if not downloads.is_hub_repo(source):
+            return source
+        return str(downloads.fetch(source, on_progress=self._progress(source)))
+
+    def _progress(self, repo: str):
+        def on_progress(done: int, total: int) -> None:
+            percent = f" ({100 * done // total}%)" if total else ""
+            self.status = f"downloading {repo}: {done / 1e9:.1f} of {total / 1e9:.1f} GB{percent}"
+
+        return on_progress
+
+    def _load_plan(self, plan: Plan, source: str):
+        """Load and place the model under plan, stepping further down while placing it runs out of memory."""
+        while True:
             self.status = f"loading {self.settings.model} ({plan.describe()})"
             log.info(self.status)
-            pipe = self._loader(source, plan)
-            if plan.dtype == torch.float16:
-                # The SDXL VAE overflows in fp16 (black/NaN images): diffusers upcasts its decode when told.
-                pipe.vae.register_to_config(force_upcast=True)
-            if plan.offload == "none":
-                pipe.to(plan.device)
-            self.plan = plan
-            self._pipes["text_to_image"] = pipe
-            self.status = f"{self.settings.model} on {plan.describe()}"
-            return pipe
+            failed = None
+            try:
+                pipe = place(self._loader(source, plan), plan)
+            except Exception as error:
+                if not memory.is_out_of_memory(error) or memory.next_plan(plan, self.ladder) is None:
+                    raise
+                failed = plan
+            if failed is None:
+                break
+            pipe = None
+            self.release_memory()
+            plan = memory.next_plan(failed, self.ladder)
+            log.warning("out of GPU memory while loading with plan %s; trying plan %s", failed.name, plan.name)
+        # --- speed options (attention, channels_last, fuse_qkv, compile, VAE slicing/tiling) ---
+        from .gpu_options import apply_gpu_options
+
+        apply_gpu_options(pipe, self.settings, plan)
+        # --- end speed options ---
+        self.plan = plan
+        self._pipes["text_to_image"] = pipe
+        self.status = plan.describe()
+        return pipe
+
+    def step_down(self, failed: Plan | None = None) -> Plan:
+        """Drop every pipeline and reload under the next plan of the ladder; raise OutOfGPUMemory if none is left."""
+        with self._load_lock:
+            failed = failed or self.plan
+            following = memory.next_plan(failed, self.ladder)
+            if following is None:
+                hint = ("set --text-encoder auto --offload auto so that runs can step down"
+                        if len(self.ladder) == 1 and failed.device != "cpu" else "lower width/height or num_images")
+                raise memory.OutOfGPUMemory(f"Out of GPU memory with plan {failed.name}, the last plan; {hint}")
+            self._unload()
+            self._load_plan(following, self._source())
+            self.status = f"{self.plan.describe()} (stepped down from {failed.name}: out of GPU memory)"
+            return self.plan
+
+    def _unload(self) -> None:
+        """Forget every pipeline and module so that their memory can be freed."""
+        if self.plan.offload != "none":
+            for pipe in self._pipes.values():
+                pipe.remove_all_hooks()
+        self._pipes.clear()
+        self._ip_parts, self._ip_attached, self._offloaded_pipe = None, False, None
+        self.release_memory()
+
+    def configure_vae(self, features: Features) -> None:
+        """On a GPU: VAE slicing for batches, tiling above the native size or where the plan says; or as set."""
+        vae = self.load().vae
+        # CPU RAM is not the limit, and both change pixels slightly: on the CPU only the settings turn them on.
+        automatic = self.plan.device != "cpu"
+        if self.settings.vae_tiling or (automatic and memory.uses_vae_tiling(self.plan, features)):
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        if self.settings.vae_slicing or (automatic and features.num_images > 1):
+            vae.enable_slicing()
+        else:
+            vae.disable_slicing()
+
+    def record_peak(self) -> None:
+        """Show the measured peak GPU memory of the last run in the status."""
+        if self.plan is None or self.plan.device != "cuda" or not torch.cuda.is_available():
+            return
+        peak = torch.cuda.max_memory_reserved() / memory.GiB
+        self.status = f"{self.status.split(' · last run peak')[0]} · last run peak {peak:.1f} GiB"
 
     @property
     def scheduler_config(self) -> dict:
@@ -196,6 +301,8 @@ class PipelineManager:
 
         base = self.load()
         repo, revision = ip_adapter_source(self.settings), self.settings.ip_adapter_revision
+        if downloads.is_hub_repo(repo):
+            repo = str(downloads.fetch(repo, revision, variant=None, on_progress=self._progress(repo), ip_adapter=True))
         self.status = f"loading IP-Adapter {repo}"
         encoder = CLIPVisionModelWithProjection.from_pretrained(
             repo, subfolder="image_encoder", revision=revision, dtype=self.plan.dtype)
@@ -213,7 +320,7 @@ class PipelineManager:
         }
         self._ip_attached = True
         self._use_ip_adapter(False)
-        self.status = f"{self.settings.model} on {self.plan.describe()}"
+        self.status = self.plan.describe()
         return self._ip_parts
 
     def _use_ip_adapter(self, wanted: bool) -> None:
@@ -234,15 +341,25 @@ class PipelineManager:
             unet.set_attn_processor(dict(parts["plain"]["processors"]))
         self._ip_attached = wanted
 
+    @property
+    def tokenizer(self):
+        """The model's tokenizer, without loading the weights (the UI counts tokens while you type)."""
+        if self.loaded:
+            return self._pipes["text_to_image"].tokenizer
+        if self._tokenizer is None:
+            from diffusers.pipelines.kolors import ChatGLMTokenizer
+
+            self._tokenizer = ChatGLMTokenizer.from_pretrained(model_source(self.settings), subfolder="tokenizer")
+        return self._tokenizer
+
     def tokenizer_length(self, text: str) -> int:
         """How many tokens the text encoder sees for this text (the tokenizer adds 2 prefix tokens)."""
-        tokenizer = self.load().tokenizer
-        return len(tokenizer(text)["input_ids"])
+        return len(self.tokenizer(text)["input_ids"])
 
     def release_memory(self) -> None:
-        """Give cached GPU memory back after a failed or stopped run."""
-        import gc
-
+        """Give GPU memory back after a failed or stopped run: offloaded models leave the GPU, caches are emptied."""
+        if self._offloaded_pipe is not None and self.plan.offload == "model":
+            self._offloaded_pipe.maybe_free_model_hooks()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

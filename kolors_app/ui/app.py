@@ -8,7 +8,7 @@ from ..params import ValidationError
 from ..metadata import clean_parameters
 from .controls import control_updates, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, text_to_image_tab
-from .history_tab import history_tab, record_run, render
+from .history_tab import history_state, history_tab, record_run, render
 from .i18n import i18n
 from .png_info_tab import png_info_tab
 from .runner import AppContext
@@ -53,6 +53,9 @@ def status_line(ctx: AppContext) -> str:
 def create_app(ctx: AppContext) -> gr.Blocks:
     """Build the whole UI around the given core objects; nothing is loaded or launched here."""
     with gr.Blocks(title="Kolors Studio") as app:
+        # Outside the tabs: gradio mounts a tab's components when the tab is first opened, and the browser
+        # store reads and writes localStorage only while mounted (inside the tab, history was never saved).
+        store = history_state()
         gr.Markdown(f"## {i18n('title')}")
         status = gr.Markdown(status_line(ctx), elem_id="status-bar")
         with gr.Tabs() as tabs_box:
@@ -63,7 +66,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab(i18n("ip_adapter"), id="ip_adapter"):
                 ipa = ip_adapter_tab(ctx)
             with gr.Tab(i18n("history"), id="history"):
-                history = history_tab()
+                history = history_tab(store)
             with gr.Tab(i18n("png_info"), id="png_info"):
                 png = png_info_tab()
         tabs = {tab.mode: tab for tab in (t2i, i2i, ipa)}
@@ -87,5 +90,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
         png.restore.click(restore, png.parameters, outputs, queue=False, api_visibility="private")
         history.restore.click(restore, history.selected, outputs, queue=False, api_visibility="private")
         app.load(render, history.state, [history.gallery, history.ids], queue=False, api_visibility="private")
+        # The value above is the one at build time ("not loaded"); a new page shows the status of now.
+        app.load(lambda: status_line(ctx), None, status, queue=False, api_visibility="private")
         gr.Timer(3.0).tick(lambda: status_line(ctx), None, status, queue=False, api_visibility="private")
     return app

@@ -93,12 +93,14 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
                                                 elem_id=f"{mode}-steps")
                 guidance_scale = gr.Slider(0, limits.max_guidance, value=guidance, step=0.1,
                                            label=i18n("guidance"), elem_id=f"{mode}-guidance")
-            with gr.Row(equal_height=True):
-                seed = gr.Number(-1, label=i18n("seed"), precision=0, minimum=-1, maximum=2**32 - 1,
+            with gr.Row():
+                seed = gr.Number(-1, label=i18n("seed"), precision=0, minimum=-1, maximum=2**32 - 1, scale=2,
                                  elem_id=f"{mode}-seed")
-                random_seed = gr.Button(i18n("random_seed"), size="sm", elem_id=f"{mode}-random-seed")
-                reuse_seed = gr.Button(i18n("reuse_seed"), size="sm", elem_id=f"{mode}-reuse-seed")
-                num_images = gr.Slider(1, limits.max_images, value=1, step=1, label=i18n("num_images"),
+                # Stacked small buttons: in the row itself they stretch to the seed box's height.
+                with gr.Column(scale=1, min_width=140):
+                    random_seed = gr.Button(i18n("random_seed"), size="sm", elem_id=f"{mode}-random-seed")
+                    reuse_seed = gr.Button(i18n("reuse_seed"), size="sm", elem_id=f"{mode}-reuse-seed")
+                num_images = gr.Slider(1, limits.max_images, value=1, step=1, label=i18n("num_images"), scale=2,
                                        elem_id=f"{mode}-num-images")
         with gr.Column(scale=6):
             with gr.Row():

@@ -18,6 +18,9 @@ from .runner import AppContext, run_request, session_of
 log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.
 GPU_QUEUE = "gpu"
+# image_mode=None: gradio hands over the uploaded file as it is; with a mode it would decode and convert every
+# upload (a 100-megapixel PNG of 400 kB takes 600 MB) before load_image's limits could refuse it.
+IMAGE_INPUT = {"type": "filepath", "image_mode": None}
 
 
 @dataclass
@@ -31,25 +34,29 @@ class GenerationTab:
     run_event: object = None
 
 
-def _image(ctx: AppContext, name: str, path: str | None, required: bool):
+def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool):
     """Open an uploaded image safely, or refuse it naming the field."""
-    if not path:
+    # The generate events skip gradio's preprocessing (which decodes and converts an image before any limit
+    # applies), so the value is gradio's file payload; direct calls pass a path.
+    source = (value.get("path") or value.get("url")) if isinstance(value, dict) else value
+    if not source:
         if required:
             raise gr.Error(f"{name}: an image is required", title="Invalid input")
         return None
     try:
-        return load_image(path, ctx.settings.limits, field=name, allowed_roots=[gr.utils.get_upload_folder()])
+        return load_image(source, ctx.settings.limits, field=name, allowed_roots=[gr.utils.get_upload_folder()])
     except ValidationError as error:
         raise gr.Error(str(error), title="Invalid input") from None
 
 
-def _examples(controls: GenerationControls) -> None:
+def _examples(controls: GenerationControls, mode: str) -> None:
     """A table of the curated prompts; a click fills the prompt boxes."""
     rows = [[item["category"], item["prompt"], item.get("negative_prompt", "")] for item in load_examples()]
     if not rows:
         return
     table = gr.Dataset(components=[gr.Textbox(visible=False)] * 3, samples=rows, label=i18n("examples"),
-                       headers=["Category", "Prompt", "Negative prompt"], samples_per_page=8)
+                       headers=["Category", "Prompt", "Negative prompt"], samples_per_page=8,
+                       elem_id=f"{mode}-examples")
     table.click(lambda row: (row[1], row[2]), table, [controls.prompt, controls.negative_prompt], queue=False,
                 api_visibility="private")
 
@@ -65,13 +72,15 @@ def size_of_upload(path: str | None):
 
 
 def token_count(ctx: AppContext, text: str) -> str:
-    """'n / 256 tokens', with a warning past the limit; '?' while the tokenizer is unavailable."""
+    """'n / 256', with a warning past the limit; '? / 256' while the tokenizer is unavailable."""
     limit = ctx.settings.limits.max_prompt_tokens
     if not text:
         return f"0 / {limit}"
     try:
         count = ctx.manager.tokenizer_length(text[: ctx.settings.limits.max_prompt_chars])
-    except (OSError, ValueError) as error:  # not downloaded yet, or offline: counting is a nicety
+    # Not downloaded yet, offline, or (RuntimeError, ImportError) transformers' lazy import racing the model
+    # load in another thread: counting is a nicety, the next keystroke tries again.
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         log.info("token count unavailable: %s", error)
         return f"? / {limit}"
     return f"{count} / {limit}" + (f" ⚠️ only the first {limit} are used" if count > limit else "")
@@ -80,11 +89,16 @@ def token_count(ctx: AppContext, text: str) -> str:
 def _wire(ctx: AppContext, tab: GenerationTab, handler, extra_inputs: list) -> None:
     c = tab.controls
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
-                    queue=False, api_visibility="private")
+                    queue=False, show_progress="hidden", api_visibility="private")
+    # preprocess=False: every value reaches validate() as sent, so each bad one gets an error naming its field.
     run = c.generate.click(handler, c.request_inputs() + extra_inputs, [c.gallery, c.result],
-                           api_name=tab.mode, concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    c.stop.click(lambda request: ctx.runs.stop(session_of(request)), None, None, cancels=[run],
-                 queue=False, api_visibility="private")
+                           api_name=tab.mode, concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False)
+
+    def stop(request: gr.Request):
+        # gradio passes the request only to a parameter annotated gr.Request; without it the flag is never set.
+        ctx.runs.stop(session_of(request))
+
+    c.stop.click(stop, None, None, cancels=[run], queue=False, api_visibility="private")
     tab.run_event = run
 
 
@@ -92,7 +106,7 @@ def text_to_image_tab(ctx: AppContext) -> GenerationTab:
     """Text to image."""
     controls, _extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
     tab = GenerationTab("text_to_image", controls)
-    _examples(controls)
+    _examples(controls, "text_to_image")
 
     def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
                       seed, num_images, request: gr.Request, progress=gr.Progress()):
@@ -109,14 +123,14 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
     """Image to image: repaint an uploaded or pasted image."""
     controls, extra = build_controls("image_to_image", ctx.settings.limits, steps=50, guidance=5.0)
     with extra:
-        image = gr.Image(label=i18n("init_image"), type="filepath", sources=["upload", "clipboard"], height=320,
-                         elem_id="image_to_image-image")
+        image = gr.Image(label=i18n("init_image"), sources=["upload", "clipboard"], height=320,
+                         elem_id="image_to_image-image", **IMAGE_INPUT)
         strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
                              elem_id="image_to_image-strength")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength})
     image.upload(size_of_upload, image, [controls.width, controls.height, controls.aspect], queue=False,
                  api_visibility="private")
-    _examples(controls)
+    _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
                        seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
@@ -135,10 +149,10 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
     controls, extra = build_controls("ip_adapter", ctx.settings.limits, steps=25, guidance=6.5, prompt_lines=2)
     with extra:
         with gr.Row():
-            reference = gr.Image(label=i18n("reference_image"), type="filepath", sources=["upload", "clipboard"],
-                                 height=260, elem_id="ip_adapter-reference")
-            init = gr.Image(label=i18n("optional_init"), type="filepath", sources=["upload", "clipboard"],
-                            height=260, elem_id="ip_adapter-image")
+            reference = gr.Image(label=i18n("reference_image"), sources=["upload", "clipboard"], height=260,
+                                 elem_id="ip_adapter-reference", **IMAGE_INPUT)
+            init = gr.Image(label=i18n("optional_init"), sources=["upload", "clipboard"], height=260,
+                            elem_id="ip_adapter-image", **IMAGE_INPUT)
         with gr.Row():
             scale = gr.Slider(0.0, 2.0, value=0.5, step=0.05, label=i18n("ip_scale"), elem_id="ip_adapter-scale")
             strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),

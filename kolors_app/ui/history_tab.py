@@ -15,6 +15,7 @@ import gradio as gr
 from PIL import Image
 
 from .. import history as store
+from ..images import load_image
 from ..params import ValidationError
 from .i18n import i18n
 
@@ -59,7 +60,8 @@ def _caption(entry: dict) -> str:
     parameters = entry["parameters"]
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["time"]))
     prompt = parameters.get("prompt", "")
-    return f"{stamp} · seed {parameters.get('seed')} · {prompt[:60]}"
+    # Seed and prompt first: the gallery cuts long captions short.
+    return f"seed {parameters.get('seed')} · {prompt[:60]} · {stamp}"
 
 
 def render(history, query: str = ""):
@@ -74,9 +76,12 @@ def record_run(result: dict | None, gallery: list | None, history):
     images = (result or {}).get("images") or []
     files = [item[0] if isinstance(item, (tuple, list)) else item for item in gallery or []]
     for parameters, path in reversed(list(zip(images, files))):
-        with Image.open(path) as image:
-            entry = store.make_entry(parameters, [parameters["seed"]], image)
-        history = store.add_entry(history, entry)
+        try:
+            # The browser names the gallery files: checked like any upload before a pixel is decoded.
+            image = load_image(path, field="gallery", allowed_roots=[gr.utils.get_upload_folder()])
+        except ValidationError as error:
+            raise gr.Error(str(error), title="Invalid input") from None
+        history = store.add_entry(history, store.make_entry(parameters, [parameters["seed"]], image))
     return (history, *render(history))
 
 
@@ -125,9 +130,13 @@ def import_file(path: str | None, history):
     return (merged, *render(merged))
 
 
-def history_tab() -> HistoryTab:
-    """Build the tab; the app adds entries after each run and wires restore."""
-    state = gr.BrowserState([], storage_key=STORAGE_KEY, secret=history_secret())
+def history_state() -> gr.BrowserState:
+    """The browser-side store; create it outside any tab (see create_app)."""
+    return gr.BrowserState([], storage_key=STORAGE_KEY, secret=history_secret())
+
+
+def history_tab(state: gr.BrowserState) -> HistoryTab:
+    """Build the tab around the store; the app adds entries after each run and wires restore."""
     gr.Markdown(i18n("history_help"))
     with gr.Row():
         query = gr.Textbox(label=i18n("search"), scale=4, elem_id="history-search")
@@ -139,17 +148,22 @@ def history_tab() -> HistoryTab:
                              interactive=False, elem_id="history-gallery")
         selected = gr.JSON(label=i18n("parameters"), elem_id="history-selected")
     with gr.Row():
-        export_button = gr.Button(i18n("export"), elem_id="history-export")
-        upload = gr.UploadButton(i18n("import"), file_types=[".json"], type="filepath", elem_id="history-import")
-    exported = gr.File(label=i18n("export"), visible=True, interactive=False, elem_id="history-file")
+        export_button = gr.Button(i18n("export"), size="sm", elem_id="history-export")
+        upload = gr.UploadButton(i18n("import"), file_types=[".json"], type="filepath", size="sm",
+                                 elem_id="history-import")
+    # Hidden until there is a file: an empty file box is a large blank area.
+    exported = gr.File(label=i18n("export"), visible=False, interactive=False, elem_id="history-file")
     ids, selected_id = gr.State([]), gr.State(None)
 
-    gr.on([query.change], render, [state, query], [gallery, ids], queue=False, api_visibility="private")
+    # A new list drops the selection: the gallery would highlight another entry than the one selected.
+    query.change(lambda history, text: (*render(history, text), None, None), [state, query],
+                 [gallery, ids, selected, selected_id], queue=False, api_visibility="private")
     gallery.select(select, [state, ids], [selected, selected_id], queue=False, api_visibility="private")
     remove.click(delete, [state, selected_id, query], [state, gallery, ids, selected, selected_id], queue=False,
                  api_visibility="private")
     clear.click(clear_all, None, [state, gallery, ids, selected, selected_id], queue=False,
                 api_visibility="private")
-    export_button.click(export, state, exported, queue=False, api_visibility="private")
+    export_button.click(lambda history: gr.File(export(history), visible=True), state, exported, queue=False,
+                        api_visibility="private")
     upload.upload(import_file, [upload, state], [state, gallery, ids], queue=False, api_visibility="private")
     return HistoryTab(state, query, gallery, ids, selected, restore)

@@ -6,17 +6,21 @@ import json
 import logging
 import queue
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import gradio as gr
 
-from ..config import Settings
+from ..config import Settings, on_spaces
+from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
+from ..memory import OutOfGPUMemory
 from ..metadata import JSON_KEY, PARAMETERS_KEY, format_parameters
 from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
 from ..pipelines import PipelineManager
+from ..zerogpu import gpu_decorator, on_zero_gpu
 
 log = logging.getLogger(__name__)
 PREVIEWS_PER_RUN = 5
@@ -58,9 +62,20 @@ class AppContext:
     runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
 
+    def generate(self, request: TextToImageRequest, control: RunControl) -> GenerationResult:
+        """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
+        if on_zero_gpu():
+            return _generate_on_zero_gpu(self.manager, request)
+        return generate(self.manager, request, control)
+
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
             self.outputs = OutputStore(self.settings.outputs_dir)
+
+
+@gpu_decorator()
+def _generate_on_zero_gpu(manager: PipelineManager, request: TextToImageRequest) -> GenerationResult:
+    return generate(manager, request)
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -68,8 +83,14 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
-def public_message(error: Exception) -> str:
-    """What a visitor may see of an unexpected error: its kind, never a traceback or a local path."""
+def public_message(error: Exception, settings: Settings) -> str:
+    """What a visitor may see of an error: never a traceback, and local paths only on a local app."""
+    if isinstance(error, ModelUnavailable) and not (settings.share or on_spaces()):
+        return str(error)  # the local user is the operator: they need the actionable text
+    if isinstance(error, ModelUnavailable):
+        return "The model is not available on this server yet; its operator finds the details in the server log."
+    if isinstance(error, OutOfGPUMemory):
+        return "Out of GPU memory, even with the smallest memory plan: try a smaller size or fewer images."
     return f"Generation failed ({type(error).__name__}). The server is still running; please try again."
 
 
@@ -92,7 +113,7 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
 
     def work():
         try:
-            events.put(("done", generate(ctx.manager, request, control)))
+            events.put(("done", ctx.generate(request, control)))
         except Exception as error:  # reported to the visitor below; the worker thread must not die silently
             events.put(("error", error))
 
@@ -100,9 +121,12 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
     try:
         while True:
             kind, *payload = events.get()
-            if kind == "progress" and progress is not None:
-                step, total = payload
-                progress((step, total), desc="Step", unit="steps")
+            if kind == "progress":
+                if progress is not None:
+                    progress((payload[0], payload[1]), desc="Step", unit="steps")
+                # Back to gradio after every step: a cancelled run (an API client's cancel) can only be
+                # closed at a yield, and closing it stops the worker through the finally below.
+                yield gr.skip(), gr.skip()
             elif kind == "preview":
                 yield [(payload[1], f"preview, step {payload[0]}")], gr.skip()
             elif kind == "error":
@@ -111,6 +135,9 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
                 yield finish(ctx, payload[0])
                 return
     finally:
+        # Also when the generator is closed (a cancelled job): the worker thread ends the run at its next
+        # step instead of holding the model until the last one.
+        stop.set()
         ctx.runs.finish(session, stop)
 
 
@@ -118,9 +145,12 @@ def raise_public(ctx: AppContext, error: Exception):
     """Log the full error for the operator, show the visitor a short one."""
     if isinstance(error, ValidationError):
         raise gr.Error(str(error), title="Invalid input") from None
-    log.error("generation failed", exc_info=error)
+    # Logged as text, then the traceback dropped: its frames hold the failed run's tensors, which
+    # release_memory can only give back once nothing refers to them.
+    log.error("generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
+    error.__traceback__ = None
     ctx.manager.release_memory()
-    raise gr.Error(public_message(error), print_exception=False) from None
+    raise gr.Error(public_message(error, ctx.settings), print_exception=False) from None
 
 
 def with_metadata(image, parameters: dict):

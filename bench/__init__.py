@@ -1,0 +1,1 @@
+"""Benchmarks of Kolors Studio: python -m bench.run (see bench/README.md)."""
