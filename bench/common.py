@@ -100,13 +100,18 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
+def paired_ratio(samples: list[Sample], references: list[Sample], clock: str = "cpu") -> float:
+    """The median of run-by-run ratios: each pair ran back to back, so a busy machine's drift cancels out."""
+    pick = (lambda s: s.cpu) if clock == "cpu" else (lambda s: s.wall)
+    return median([pick(mine) / pick(theirs) for mine, theirs in zip(samples, references)])
+
+
 def row(measure: str, model: str, case: str, sample: Sample | None, reference: Sample | None = None,
-        goal: str = "", note: str = "", clock: str = "cpu", **extra) -> Row:
+        goal: str = "", note: str = "", clock: str = "cpu", ratio: float | None = None, **extra) -> Row:
     """A row from a median sample; the ratio compares CPU seconds (wall seconds on a GPU) with the reference's."""
     if sample is None:
         return Row(measure, model, case, None, goal=goal, note=note, extra=extra)
-    ratio = None
-    if reference is not None:
+    if ratio is None and reference is not None:
         mine, theirs = (sample.cpu, reference.cpu) if clock == "cpu" else (sample.wall, reference.wall)
         ratio = mine / theirs if theirs > 0 else None
     return Row(measure, model, case, sample.wall, sample.cpu, ratio, goal, note, extra | {"ratio_clock": clock})

@@ -14,9 +14,6 @@ from kolors_app.params import TextToImageRequest
 from .common import Row, median, row
 from .core import PROMPT, Case, loaded_manager
 
-# (offload, text encoder) pairs; a plan this machine or this build cannot run is reported as skipped.
-PLANS = (("none", "gpu"), ("model", "gpu"), ("none", "8bit"), ("none", "4bit"), ("none", "cpu"),
-         ("model", "8bit"), ("sequential", "gpu"))
 # KOLORS.md: fp16, fully on the GPU, 1024x1024, 50 steps, DPM++ Karras (onediff's Kolors example).
 PUBLISHED = "4090: 8.11 it/s, 6.55 s; A100: 9.88 it/s, 5.38 s; peak 20.6 GiB"
 SCHEDULER = "DPM++ 2M Karras"
@@ -40,12 +37,14 @@ def run_timed(manager, steps: int, size: int, seed: int) -> tuple[float, float]:
     return seconds, rate
 
 
-def measure_plan(model: str, offload: str, text_encoder: str, repeats: int, size: int = 1024,
-                 step_counts=(25, 50)) -> list[Row]:
+def measure_plan(model: str, plan, repeats: int, size: int = 1024, step_counts=(25, 50),
+                 device: str = "cuda") -> list[Row]:
     """One memory plan: warm up, then median seconds per image and it/s at each step count, and peak memory."""
-    label = f"{offload} offload, text encoder {text_encoder}"
-    settings = Settings(model=model, device="cuda", dtype="float16", offload=offload, text_encoder=text_encoder,
-                        save_outputs=False)
+    offload, text_encoder, label = plan.offload, plan.text_encoder, f"plan {plan.name}"
+    if offload == "sequential":
+        repeats = 1  # minutes per image: one is enough to see it
+    settings = Settings(model=model, device=device, dtype="float16" if device == "cuda" else "auto",
+                        offload=offload, text_encoder=text_encoder, save_outputs=False)
     try:
         manager = loaded_manager(Case(label, settings, step_counts[0], size))
         generate(manager, TextToImageRequest(prompt=PROMPT, width=size, height=size, num_inference_steps=2,
@@ -58,23 +57,25 @@ def measure_plan(model: str, offload: str, text_encoder: str, repeats: int, size
         runs = [run_timed(manager, steps, size, seed) for seed in range(1, repeats + 1)]
         seconds, rate = median([r[0] for r in runs]), median([r[1] for r in runs])
         rows.append(Row("6 CUDA", label, f"{size}px, {steps} steps, {SCHEDULER}", seconds, None, None,
-                        PUBLISHED if steps == 50 and offload == "none" and text_encoder == "gpu" else "",
+                        PUBLISHED if steps == 50 and plan.name == "gpu" else "",
                         f"{rate:.2f} it/s", {"it_per_s": rate, "steps": steps}))
     peak = torch.cuda.max_memory_allocated() / 2**30
-    for row in rows:
-        row.note += f", peak {peak:.1f} GiB"
-        row.extra["peak_gib"] = peak
+    for item in rows:
+        item.note += f", peak {peak:.1f} GiB"
+        item.extra["peak_gib"] = peak
     del manager
     gc.collect()
     torch.cuda.empty_cache()
     return rows
 
 
-def measure_cuda(model: str, repeats: int, plans=PLANS) -> list[Row]:
-    """Every memory plan in turn; needs a CUDA GPU and the real weights (Hub cache or a local folder)."""
+def measure_cuda(model: str, repeats: int) -> list[Row]:
+    """Every memory plan of the step-down ladder in turn; needs a CUDA GPU and the real weights."""
     if not torch.cuda.is_available():
         return [row("6 CUDA", "-", "skipped", None, note="no CUDA GPU on this machine")]
+    from kolors_app.memory import LADDER
+
     rows = []
-    for offload, text_encoder in plans:
-        rows += measure_plan(model, offload, text_encoder, repeats)
+    for plan in LADDER:
+        rows += measure_plan(model, plan, repeats)
     return rows

@@ -41,7 +41,8 @@ def cases(args):
 
     found = [tiny_case(size) for size in args.sizes]
     if torch.cuda.is_available():
-        found.append(Case("Kolors fp16 (CUDA)", Settings(model=args.model, device="cuda", save_outputs=False), 25, 1024))
+        real = Settings(model=args.model, device="cuda", save_outputs=False)
+        found.append(Case("Kolors fp16 (CUDA)", real, 25, 1024))
     return found
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 import weakref
@@ -15,8 +14,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-
-log = logging.getLogger(__name__)
 
 # KolorsPipeline.__call__ always encodes prompts padded to this length (it passes no other).
 MAX_SEQUENCE_LENGTH = 256
@@ -138,12 +135,14 @@ class DiskStore:
             old.unlink(missing_ok=True)
 
 
-def encoder_device(pipe) -> torch.device:
-    """Where the text encoder computes: the offload device when hooks move it, else where its weights are."""
-    device = next(pipe.text_encoder.parameters()).device
-    if device.type == "meta" or getattr(pipe.text_encoder, "_hf_hook", None) is not None:
-        return pipe._execution_device
-    return device
+def compute_device(pipe, module) -> torch.device:
+    """Where a module computes: the offload device when hooks move it, else where its weights are."""
+    hook = getattr(module, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:  # model offload
+        return torch.device(hook.execution_device)
+    device = next(module.parameters()).device
+    # Sequential offload leaves the weights on "meta"; asking the pipeline is slower, so only then.
+    return pipe._execution_device if device.type == "meta" else device
 
 
 def text_encoder_identity(pipe) -> str:
@@ -152,8 +151,9 @@ def text_encoder_identity(pipe) -> str:
     config = encoder.config
     quantization = getattr(config, "quantization_config", None)
     architecture = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
-    return json.dumps([config._name_or_path, architecture, str(encoder.dtype), str(quantization),
-                       encoder_device(pipe).type])
+    weights = next(encoder.parameters()).dtype
+    return json.dumps([config._name_or_path, architecture, str(weights), str(encoder.dtype), str(quantization),
+                       compute_device(pipe, encoder).type])
 
 
 def image_identity(image: Image.Image) -> str:
@@ -168,8 +168,7 @@ def uses_guidance(pipe, guidance_scale: float) -> bool:
     return guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
 
 
-def _batched(tensor: torch.Tensor, count: int, device, dtype) -> torch.Tensor:
-    tensor = tensor.to(device=device, dtype=dtype)
+def _batched(tensor: torch.Tensor, count: int) -> torch.Tensor:
     return tensor.repeat(count, *[1] * (tensor.dim() - 1)) if count > 1 else tensor
 
 
@@ -194,8 +193,8 @@ class EmbeddingCaches:
         with torch.no_grad():
             # One text per forward, as the pipeline does: a batched forward could round differently.
             hidden, _, pooled, _ = pipe.encode_prompt(
-                text, device=encoder_device(pipe), num_images_per_prompt=1, do_classifier_free_guidance=False,
-                max_sequence_length=MAX_SEQUENCE_LENGTH)
+                text, device=compute_device(pipe, pipe.text_encoder), num_images_per_prompt=1,
+                do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH)
         # Kept in CPU memory: no GPU memory is held between runs, and the copy back costs well under a millisecond.
         found = TextEmbedding(hidden.cpu(), pooled.cpu())
         self.prompts.put(key, found, found.nbytes)
@@ -205,23 +204,21 @@ class EmbeddingCaches:
 
     def prompt_arguments(self, pipe, prompt: str, negative_prompt: str, count: int,
                          guidance_scale: float) -> dict[str, torch.Tensor]:
-        """prompt_embeds and friends for a batch of count images, on the U-Net's device and dtype."""
-        # The text encoder may sit elsewhere (CPU, 8-bit): the U-Net decides device and dtype.
-        device, dtype = pipe._execution_device, pipe.unet.dtype
+        """prompt_embeds and friends for a batch of count images; the pipeline moves them to its device."""
         positive = self.text(pipe, prompt)
-        arguments = {"prompt_embeds": _batched(positive.hidden, count, device, dtype),
-                     "pooled_prompt_embeds": _batched(positive.pooled, count, device, dtype)}
+        arguments = {"prompt_embeds": _batched(positive.hidden, count),
+                     "pooled_prompt_embeds": _batched(positive.pooled, count)}
         if uses_guidance(pipe, guidance_scale):
             negative = self.text(pipe, negative_prompt)
-            arguments.update(negative_prompt_embeds=_batched(negative.hidden, count, device, dtype),
-                             negative_pooled_prompt_embeds=_batched(negative.pooled, count, device, dtype))
+            arguments.update(negative_prompt_embeds=_batched(negative.hidden, count),
+                             negative_pooled_prompt_embeds=_batched(negative.pooled, count))
         return arguments
 
     def ip_adapter_arguments(self, pipe, image: Image.Image, guidance_scale: float) -> dict[str, Any]:
         """ip_adapter_image_embeds for one reference image; the adapter's scale is not part of the key."""
         encoder = pipe.image_encoder
         projection = type(pipe.unet.encoder_hid_proj.image_projection_layers[0]).__name__
-        device = pipe._execution_device
+        device = compute_device(pipe, encoder)
         key = (image_identity(image), encoder.config._name_or_path, str(encoder.dtype), projection, device.type)
         embeds = self.images.get(key)
         if embeds is None:
@@ -229,7 +226,6 @@ class EmbeddingCaches:
                 # Computed once with guidance: each tensor holds (unconditional, conditional) halves.
                 embeds = [t.cpu() for t in pipe.prepare_ip_adapter_image_embeds(image, None, device, 1, True)]
             self.images.put(key, embeds, tensor_bytes(*embeds))
-        embeds = [tensor.to(device) for tensor in embeds]
         if not uses_guidance(pipe, guidance_scale):
             embeds = [tensor.chunk(2)[1] for tensor in embeds]
         return {"ip_adapter_image_embeds": embeds}

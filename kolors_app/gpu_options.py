@@ -14,7 +14,10 @@ WARM_UP_STEPS = 2
 
 
 def apply_gpu_options(pipe, settings, plan=None) -> list[str]:
-    """Apply the options chosen in settings to the shared U-Net and VAE; returns what was applied."""
+    """Apply the options chosen in settings to the shared U-Net and VAE; returns what was applied.
+
+    VAE slicing and tiling are set per run by PipelineManager.configure_vae (they depend on the request).
+    """
     applied = []
     if settings.attention == "eager":
         from diffusers.models.attention_processor import AttnProcessor
@@ -31,12 +34,6 @@ def apply_gpu_options(pipe, settings, plan=None) -> list[str]:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         applied.append("channels_last")
-    if settings.vae_slicing:
-        pipe.vae.enable_slicing()
-        applied.append("vae slicing")
-    if settings.vae_tiling:
-        pipe.vae.enable_tiling()
-        applied.append("vae tiling")
     if settings.compile:
         compile_unet(pipe.unet)
         applied.append("compiled U-Net blocks")
@@ -85,7 +82,7 @@ def warm_up(pipe, sizes=WARM_UP_SIZES, steps: int = WARM_UP_STEPS) -> None:
 
 
 def recompile_count() -> int:
-    """How many frames torch.compile has compiled so far in this process (0 without compile)."""
+    """How many graphs torch.compile has built so far in this process (a new one per recompilation)."""
     from torch._dynamo.utils import counters
 
-    return sum(counters["stats"].get(name, 0) for name in ("unique_graphs",))
+    return counters["stats"].get("unique_graphs", 0)

@@ -204,7 +204,7 @@ class PipelineManager:
             self.release_memory()
             plan = memory.next_plan(failed, self.ladder)
             log.warning("out of GPU memory while loading with plan %s; trying plan %s", failed.name, plan.name)
-        # --- speed options (attention, channels_last, fuse_qkv, compile, VAE slicing/tiling) ---
+        # --- speed options (attention, channels_last, fuse_qkv, compile: kolors_app/gpu_options.py) ---
         from .gpu_options import apply_gpu_options
 
         apply_gpu_options(pipe, self.settings, plan)
@@ -347,9 +347,17 @@ class PipelineManager:
         if self.loaded:
             return self._pipes["text_to_image"].tokenizer
         if self._tokenizer is None:
-            from diffusers.pipelines.kolors import ChatGLMTokenizer
+            # Importing diffusers/transformers in two threads at once races their lazy imports: never
+            # load the tokenizer while the model loads (the caller shows '?' and asks again later).
+            if not self._load_lock.acquire(blocking=False):
+                raise RuntimeError("the model is loading")
+            try:
+                from diffusers.pipelines.kolors import ChatGLMTokenizer
 
-            self._tokenizer = ChatGLMTokenizer.from_pretrained(model_source(self.settings), subfolder="tokenizer")
+                self._tokenizer = ChatGLMTokenizer.from_pretrained(model_source(self.settings),
+                                                                   subfolder="tokenizer")
+            finally:
+                self._load_lock.release()
         return self._tokenizer
 
     def tokenizer_length(self, text: str) -> int:

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import io
 import json
+import random
 import re
 import signal
 import struct
@@ -582,6 +583,7 @@ def test_upload_names_cannot_place_files_outside_the_upload_folder(raw):
 
 
 def test_sixteen_visitors_at_once_each_get_their_own_answer_or_queue_full(live_app, capsys):
+    """Sixteen API clients at once: each answer (JSON and PNG file) is its own request's, or "queue full"."""
     visitors, requests_each, bound = 16, 3, 150.0
     barrier = threading.Barrier(visitors)
     finished: dict[tuple, float] = {}
@@ -672,7 +674,7 @@ def test_app_killed_while_saving_leaves_readable_files_and_a_consistent_index(st
             client.submit(*small(prompt=f"burst {number}", seed=number, num_inference_steps=1, num_images=4),
                           api_name="/text_to_image")
         assert wait_until(lambda: index.exists() and index.read_bytes().count(b"\n") >= 6, timeout=120)
-        time.sleep(0.05 * (time.monotonic_ns() % 7))  # somewhere in the next image's run or save
+        time.sleep(random.uniform(0, 0.3))  # somewhere in the next image's run or save
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     finally:
@@ -773,4 +775,4 @@ def test_html_in_prompts_is_kept_as_plain_data(client, raw):
     stored = read_parameters(gallery[0]["image"])
     assert stored["prompt"] == stored["negative_prompt"] == HOSTILE_TEXT
     shown = gallery_of(raw.direct("render", [[history_entry(1, parameters={"prompt": HOSTILE_TEXT})], ""]))
-    assert shown[0]["caption"].endswith(HOSTILE_TEXT[:60])  # text for the browser to show as text
+    assert HOSTILE_TEXT[:60] in shown[0]["caption"]  # as text, for the browser to show as text

@@ -11,7 +11,7 @@ from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, te
 from .history_tab import history_state, history_tab, record_run, render
 from .i18n import i18n
 from .png_info_tab import png_info_tab
-from .runner import AppContext
+from .runner import AppContext, as_text
 
 CSS = """
 #status-bar { font-size: 0.85em; opacity: 0.8; }
@@ -26,7 +26,7 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
     try:
         parameters = clean_parameters(parameters)
     except ValidationError as error:
-        raise gr.Error(str(error), title="Invalid parameters") from None
+        raise gr.Error(as_text(str(error)), title="Invalid parameters") from None
     tab = tabs[parameters.get("mode", "text_to_image")]
     updates = control_updates(tab.controls, parameters)
     for name, slider in tab.sliders.items():

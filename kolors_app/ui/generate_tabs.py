@@ -13,7 +13,7 @@ from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, 
 from ..prompts import load_examples
 from .controls import GenerationControls, aspect_for, build_controls
 from .i18n import i18n
-from .runner import AppContext, run_request, session_of
+from .runner import AppContext, as_text, run_request, session_of
 
 log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.
@@ -46,7 +46,7 @@ def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool)
     try:
         return load_image(source, ctx.settings.limits, field=name, allowed_roots=[gr.utils.get_upload_folder()])
     except ValidationError as error:
-        raise gr.Error(str(error), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title="Invalid input") from None
 
 
 def _examples(controls: GenerationControls, mode: str) -> None:
@@ -78,8 +78,7 @@ def token_count(ctx: AppContext, text: str) -> str:
         return f"0 / {limit}"
     try:
         count = ctx.manager.tokenizer_length(text[: ctx.settings.limits.max_prompt_chars])
-    # Not downloaded yet, offline, or (RuntimeError, ImportError) transformers' lazy import racing the model
-    # load in another thread: counting is a nicety, the next keystroke tries again.
+    # Not downloaded yet, offline, or the model still loading: counting is a nicety, the next keystroke retries.
     except (OSError, ValueError, RuntimeError, ImportError) as error:
         log.info("token count unavailable: %s", error)
         return f"? / {limit}"

@@ -18,6 +18,7 @@ from .. import history as store
 from ..images import load_image
 from ..params import ValidationError
 from .i18n import i18n
+from .runner import as_text
 
 STORAGE_KEY = "kolors-studio-history"
 
@@ -80,7 +81,7 @@ def record_run(result: dict | None, gallery: list | None, history):
             # The browser names the gallery files: checked like any upload before a pixel is decoded.
             image = load_image(path, field="gallery", allowed_roots=[gr.utils.get_upload_folder()])
         except ValidationError as error:
-            raise gr.Error(str(error), title="Invalid input") from None
+            raise gr.Error(as_text(str(error)), title="Invalid input") from None
         history = store.add_entry(history, store.make_entry(parameters, [parameters["seed"]], image))
     return (history, *render(history))
 
@@ -122,7 +123,7 @@ def import_file(path: str | None, history):
     try:
         incoming = store.import_json(Path(path).read_bytes())
     except ValidationError as error:
-        raise gr.Error(str(error), title="Invalid history file") from None
+        raise gr.Error(as_text(str(error)), title="Invalid history file") from None
     merged = store.sanitize_history(history)
     for entry in reversed(incoming):
         merged = store.add_entry(merged, entry)

@@ -9,6 +9,7 @@ import gradio as gr
 from ..metadata import read_image_parameters
 from ..params import ValidationError
 from .i18n import i18n
+from .runner import as_text
 
 
 @dataclass
@@ -28,9 +29,9 @@ def parameters_of(path: str | None):
     try:
         found = read_image_parameters(path)
     except ValidationError as error:
-        raise gr.Error(str(error), title="Unreadable image") from None
+        raise gr.Error(as_text(str(error)), title="Unreadable image") from None
     for warning in found.warnings:
-        gr.Warning(warning)
+        gr.Warning(as_text(warning))
     if not found.parameters:
         gr.Warning("This image carries no generation parameters.")
         return None, ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import queue
@@ -83,6 +84,15 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
+def as_text(message: str) -> str:
+    """A message for gr.Error, gr.Warning or gr.Info that shows as text.
+
+    Gradio renders those messages as (sanitised) HTML, and ours quote values from visitors and from the PNG
+    and history files they are given: markup there must not become links or forms in someone's page.
+    """
+    return html.escape(message, quote=False)
+
+
 def public_message(error: Exception, settings: Settings) -> str:
     """What a visitor may see of an error: never a traceback, and local paths only on a local app."""
     if isinstance(error, ModelUnavailable) and not (settings.share or on_spaces()):
@@ -100,7 +110,7 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
     try:
         request = validate(request, ctx.settings.limits)
     except ValidationError as error:
-        raise gr.Error(str(error), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title="Invalid input") from None
     session = session_of(http)
     events: queue.Queue = queue.Queue()
     stop = ctx.runs.start(session)
@@ -144,13 +154,13 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
 def raise_public(ctx: AppContext, error: Exception):
     """Log the full error for the operator, show the visitor a short one."""
     if isinstance(error, ValidationError):
-        raise gr.Error(str(error), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title="Invalid input") from None
     # Logged as text, then the traceback dropped: its frames hold the failed run's tensors, which
     # release_memory can only give back once nothing refers to them.
     log.error("generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
     error.__traceback__ = None
     ctx.manager.release_memory()
-    raise gr.Error(public_message(error, ctx.settings), print_exception=False) from None
+    raise gr.Error(as_text(public_message(error, ctx.settings)), print_exception=False) from None
 
 
 def with_metadata(image, parameters: dict):
@@ -167,7 +177,7 @@ def finish(ctx: AppContext, result: GenerationResult) -> tuple:
         gr.Info("Stopped.")
         return [], {"images": [], "stopped": True, "warnings": result.warnings}
     for warning in result.warnings:
-        gr.Warning(warning)
+        gr.Warning(as_text(warning))
     gallery = []
     for item in result.images:
         image = with_metadata(item.image, item.parameters)

@@ -1,0 +1,145 @@
+"""Hostile visitors in a real browser: HTML and script in prompts, PNG files and history files stay text;
+each visitor keeps their own settings and results.
+
+A script that ran would set `window.__xss`; every test checks it never does and that no element the
+hostile text describes exists in the page.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from kolors_app.history import make_thumbnail
+from kolors_app.metadata import png_bytes
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")
+
+RUN_TIMEOUT = 90_000  # ms
+HOSTILE = ('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script><b id=injected>bold</b>'
+           '<a id=phish href="https://evil.example/login">log in again</a>')
+
+
+def fill_number(page: Page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    expect(box).to_have_value(str(value))
+
+
+def prompt_box(page: Page, mode: str):
+    return page.locator(f"#{mode}-prompt textarea").first
+
+
+def run_small(page: Page, prompt: str, seed: int) -> None:
+    """Generate one 256 px, 2-step image in Text to image and wait for it."""
+    prompt_box(page, "text_to_image").fill(prompt)
+    for elem_id, value in (("width", 256), ("height", 256), ("steps", 2), ("seed", seed)):
+        fill_number(page, f"text_to_image-{elem_id}", value)
+    page.locator("#text_to_image-generate").click()
+    page.locator(f"#text_to_image-gallery img[alt='seed {seed}']").first.wait_for(timeout=RUN_TIMEOUT)
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    expect(page.get_by_role("tab", selected=True)).to_have_text(name)
+
+
+def assert_nothing_injected(page: Page) -> None:
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("#injected").count() == 0 and page.locator("#phish").count() == 0
+
+
+def test_html_and_script_in_a_prompt_are_shown_as_text_everywhere(page, tmp_path):
+    run_small(page, HOSTILE, seed=71)
+    expect(page.locator("#text_to_image-gallery img[alt='seed 71']").first).to_be_visible()
+    page.locator("#text_to_image-gallery").get_by_role("button", name="Thumbnail 1 of 1").first.click()
+    expect(page.locator("#text_to_image-selected")).to_contain_text(HOSTILE)
+    assert_nothing_injected(page)
+
+    open_tab(page, "History")
+    expect(page.locator("#history-gallery")).to_contain_text(HOSTILE[:40])
+    page.locator("#history-gallery img").first.click()
+    expect(page.locator("#history-selected")).to_contain_text(HOSTILE)
+    assert_nothing_injected(page)
+
+    # The PNG a visitor downloads carries the prompt; reading it back in PNG info shows it as text.
+    with page.expect_download() as download:
+        open_tab(page, "Text to image")
+        page.locator("#text_to_image-gallery").get_by_role("button", name="Download", exact=True).first.click()
+    png = tmp_path / "hostile.png"
+    download.value.save_as(png)
+    open_tab(page, "PNG info")
+    page.locator("#png-info-file input[type=file]").set_input_files(png)
+    expect(page.locator("#png-info-parameters")).to_contain_text(HOSTILE)
+    expect(page.locator("#png-info-text textarea")).to_have_value(re.compile(re.escape(HOSTILE)))
+    page.locator("#png-info-restore").click()
+    expect(prompt_box(page, "text_to_image")).to_have_value(HOSTILE)
+    assert_nothing_injected(page)
+
+
+def test_a_crafted_png_and_a_shared_history_file_stay_text(page, tmp_path):
+    # A PNG someone shares, with markup where the prompt and the sampler name belong, restored into the tab.
+    crafted = tmp_path / "crafted.png"
+    parameters = {"mode": "text_to_image", "prompt": HOSTILE, "scheduler": HOSTILE, "seed": 5}
+    crafted.write_bytes(png_bytes(Image.new("RGB", (32, 32), "red"), parameters))
+    open_tab(page, "PNG info")
+    page.locator("#png-info-file input[type=file]").set_input_files(crafted)
+    expect(page.locator("#png-info-parameters")).to_contain_text(HOSTILE)
+    page.locator("#png-info-restore").click()
+    expect(prompt_box(page, "text_to_image")).to_have_value(HOSTILE)
+    assert_nothing_injected(page)
+    # Generating with that sampler is refused with a message quoting the bad value: gradio renders messages
+    # as HTML, so the app escapes them and the markup shows as text.
+    page.locator("#text_to_image-generate").click()
+    toast = page.locator("[data-testid=toast-body]", has_text="scheduler:")
+    expect(toast).to_be_visible(timeout=RUN_TIMEOUT)
+    expect(toast).to_contain_text(HOSTILE)
+    assert_nothing_injected(page)
+
+    # A history file someone shares: an entry with markup in its prompt, and a bad one whose value the
+    # refusal quotes (the import is refused as a whole).
+    entry = {"id": "shared-1", "time": 1_700_000_000, "seeds": [5], "thumbnail": make_thumbnail(
+        Image.new("RGB", (8, 8), "red")), "parameters": {"mode": "text_to_image", "prompt": HOSTILE, "seed": 5}}
+    shared = tmp_path / "shared-history.json"
+    shared.write_text(json.dumps({"format": "kolors-studio-history", "version": 1,
+                                  "entries": [entry, dict(entry, id="shared-2", time=HOSTILE)]}))
+    open_tab(page, "History")
+    page.locator("input[data-testid='Import JSON-upload-button']").set_input_files(shared)
+    expect(page.locator("#history-gallery")).to_contain_text("Error")
+    expect(page.locator("#history-gallery img")).to_have_count(0)
+    assert_nothing_injected(page)
+    good = tmp_path / "good-history.json"
+    good.write_text(json.dumps({"format": "kolors-studio-history", "version": 1, "entries": [entry]}))
+    page.locator("input[data-testid='Import JSON-upload-button']").set_input_files(good)
+    expect(page.locator("#history-gallery")).to_contain_text(HOSTILE[:40])
+    assert_nothing_injected(page)
+
+
+def test_each_visitor_keeps_their_own_settings_and_results(visitor):
+    alice, bob = visitor(), visitor()
+    prompt_box(alice, "text_to_image").fill("alice's settings")
+    fill_number(alice, "text_to_image-width", 512)
+    fill_number(alice, "text_to_image-steps", 7)
+    expect(prompt_box(bob, "text_to_image")).to_have_value("")
+    expect(bob.locator("#text_to_image-width input[type=number]")).to_have_value("1024")
+    expect(bob.locator("#text_to_image-steps input[type=number]")).to_have_value("50")
+
+    # Both generate at once: each gallery shows only its own image, with its own parameters.
+    for page, prompt, seed in ((alice, "alice's fox", 81), (bob, "bob's owl", 82)):
+        prompt_box(page, "text_to_image").fill(prompt)
+        for elem_id, value in (("width", 256), ("height", 256), ("steps", 2), ("seed", seed)):
+            fill_number(page, f"text_to_image-{elem_id}", value)
+    alice.locator("#text_to_image-generate").click()
+    bob.locator("#text_to_image-generate").click()
+    for page, own, other in ((alice, 81, 82), (bob, 82, 81)):
+        page.locator(f"#text_to_image-gallery img[alt='seed {own}']").first.wait_for(timeout=RUN_TIMEOUT)
+        expect(page.locator(f"#text_to_image-gallery img[alt='seed {other}']")).to_have_count(0)
+    bob.locator("#text_to_image-gallery").get_by_role("button", name="Thumbnail 1 of 1").first.click()
+    expect(bob.locator("#text_to_image-selected")).to_contain_text("bob's owl")
+    expect(bob.locator("#text_to_image-selected")).not_to_contain_text("alice")
+    assert "alice" not in json.dumps(bob.evaluate("Object.assign({}, window.localStorage)"))
