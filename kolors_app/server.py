@@ -18,8 +18,6 @@ from .ui.runner import AppContext
 from .zerogpu import on_zero_gpu
 
 log = logging.getLogger(__name__)
-# Gradio's temporary files (uploads, gallery PNGs) are deleted once an hour when older than a day.
-CACHE_CLEANUP = (3600, 86400)
 # Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
 REMOTE_FILE_ROUTE = re.compile(r"/file[=/]\s*[a-z][a-z0-9+.\-]*:", re.IGNORECASE)
 
@@ -54,7 +52,6 @@ def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[g
     """The app, queued so that nothing skips the queue, and its context; not launched."""
     ctx = AppContext(settings, manager or PipelineManager(settings))
     app = create_app(ctx)
-    app.delete_cache = CACHE_CLEANUP
     app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
     return app, ctx
 

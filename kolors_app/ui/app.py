@@ -13,6 +13,8 @@ from .i18n import i18n
 from .png_info_tab import png_info_tab
 from .runner import AppContext, as_text
 
+# Gradio's temporary files (uploads, gallery PNGs) are deleted once an hour when older than a day.
+CACHE_CLEANUP = (3600, 86400)
 CSS = """
 #status-bar { font-size: 0.85em; opacity: 0.8; }
 footer { display: none !important; }
@@ -52,7 +54,7 @@ def status_line(ctx: AppContext) -> str:
 
 def create_app(ctx: AppContext) -> gr.Blocks:
     """Build the whole UI around the given core objects; nothing is loaded or launched here."""
-    with gr.Blocks(title="Kolors Studio") as app:
+    with gr.Blocks(title="Kolors Studio", delete_cache=CACHE_CLEANUP) as app:
         # Outside the tabs: gradio mounts a tab's components when the tab is first opened, and the browser
         # store reads and writes localStorage only while mounted (inside the tab, history was never saved).
         store = history_state()
