@@ -10,6 +10,7 @@ import torch
 from diffusers import KolorsPipeline
 from PIL import Image
 
+from bench.common import ForwardCounter
 from kolors_app.embeddings import EmbeddingCaches, LRUCache, caches_for
 from kolors_app.generation import generate
 from kolors_app.params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest
@@ -21,20 +22,6 @@ SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
 
 def pixels(result, index=0):
     return np.asarray(result.images[index].image, dtype=np.int16)
-
-
-class ForwardCounter:
-    """Counts forward calls of a module with a hook (the caches must avoid them, not just be fast)."""
-
-    def __init__(self, module):
-        self.calls = 0
-        self._handle = module.register_forward_hook(self._count)
-
-    def _count(self, *_):
-        self.calls += 1
-
-    def close(self):
-        self._handle.remove()
 
 
 @pytest.fixture
