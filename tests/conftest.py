@@ -1,3 +1,6 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 # --- Tiny offline Kolors models (kolors_app.tiny): built once per test session ---
@@ -61,25 +64,18 @@ def manager(settings):
 # --- The app served on loopback with the tiny model (browser and HTTP tests) ---
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(tiny_dir, tmp_path_factory, *flags, env=None):
+def start_app_process(tiny_dir, tmp_path_factory, *flags, env=None):
     """Start `python app.py --model tiny` on a free loopback port; returns (process, url, log path)."""
     import os
     import subprocess
     import sys
     import time
     import urllib.request
-    from pathlib import Path
+
+    from gradio_http import free_port
 
     root = Path(__file__).resolve().parent.parent
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("app-home")
     log = home / "server.log"
     environment = {**os.environ, "XDG_CONFIG_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
@@ -105,10 +101,92 @@ def start_app(tiny_dir, tmp_path_factory, *flags, env=None):
 @pytest.fixture(scope="session")
 def live_app(tiny_dir, tmp_path_factory):
     """The URL of the app running with the tiny model on loopback, shared by the session."""
-    process, url, log = start_app(tiny_dir, tmp_path_factory)
+    from gradio_http import stop_process
+
+    process, url, log = start_app_process(tiny_dir, tmp_path_factory)
     yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except Exception:
-        process.kill()
+    stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def start_app(tiny_dir, tmp_path_factory):
+    """start_app_process with its first two arguments, for tests that start (and kill) their own app."""
+    return lambda *flags, **options: start_app_process(tiny_dir, tmp_path_factory, *flags, **options)
+
+
+# --- The app over HTTP (hardening tests) ---
+
+
+@pytest.fixture(scope="module")
+def client(live_app):
+    from gradio_client import Client
+
+    return Client(live_app, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def raw(live_app):
+    from gradio_http import Raw
+
+    return Raw(live_app)
+
+
+@dataclasses.dataclass
+class Served:
+    url: str
+    app: object
+    ctx: object
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def served(settings, manager, tmp_path_factory):
+    """The production launch() in this process on the shared tiny manager, so that tests can patch the pipeline."""
+    from gradio_http import free_port
+
+    from kolors_app.server import launch
+
+    folder = tmp_path_factory.mktemp("served")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
+        patch.setenv("XDG_CONFIG_HOME", str(folder / "config"))
+        app_settings = dataclasses.replace(settings, port=free_port(), outputs_dir=folder / "outputs",
+                                           save_outputs=True)
+        app, ctx = launch(app_settings, manager, prevent_thread_lock=True, quiet=True)
+        try:
+            yield Served(f"http://127.0.0.1:{app_settings.port}/", app, ctx, folder)
+        finally:
+            app.close()
+
+
+# --- The UI built but not launched (UI tests) ---
+
+
+@pytest.fixture(scope="module")
+def upload_dir(tmp_path_factory):
+    """gradio's upload and cache folder, private to the module."""
+    folder = tmp_path_factory.mktemp("gradio")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def built(settings, manager, upload_dir):
+    """(app, ctx): the whole UI around the session's tiny manager, built but never launched."""
+    from kolors_app.server import build
+
+    return build(settings, manager)
+
+
+@pytest.fixture(scope="module")
+def t2i_run(built):
+    """One text-to-image run of two images through the tab's own handler: (outputs, progress)."""
+    from ui_handlers import SMALL, FakeProgress, handler
+
+    app, _ = built
+    progress = FakeProgress()
+    text_to_image = handler(app, "text_to_image-generate", "click")
+    outputs = list(text_to_image("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5, seed=42, num_images=2,
+                                 request=None, progress=progress, **SMALL))
+    return outputs, progress
