@@ -51,6 +51,16 @@ def settings(hf_cache, tmp_path_factory):
     return Settings(device="cpu", outputs_dir=tmp_path_factory.mktemp("outputs"), save_outputs=False)
 
 
+@pytest.fixture
+def init_image():
+    """A 256 px grey gradient, an init image whose pixels every test can predict."""
+    import numpy as np
+    from PIL import Image
+
+    gradient = np.linspace(0, 255, 256, dtype=np.uint8)
+    return Image.fromarray(np.stack([np.tile(gradient, (256, 1))] * 3, axis=-1))
+
+
 @pytest.fixture(scope="session")
 def manager(settings):
     """One loaded pipeline manager shared by the session (loading is the slow part)."""

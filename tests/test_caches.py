@@ -40,12 +40,6 @@ def uncached(settings):
     return manager
 
 
-@pytest.fixture
-def init_image():
-    gradient = np.linspace(0, 255, 256, dtype=np.uint8)
-    return Image.fromarray(np.stack([np.tile(gradient, (256, 1))] * 3, axis=-1))
-
-
 def test_new_seed_runs_no_text_encoder(manager, text_calls):
     first = generate(manager, TextToImageRequest(prompt="a red fox", seed=1, **SMALL))
     assert text_calls.calls == 2  # prompt and negative prompt, one forward each

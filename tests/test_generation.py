@@ -30,12 +30,6 @@ def bare(hf_cache):
     return KolorsPipeline.from_pretrained(REPO, variant="fp16", dtype=torch.float32)
 
 
-@pytest.fixture
-def init_image():
-    gradient = np.linspace(0, 255, 256, dtype=np.uint8)
-    return Image.fromarray(np.stack([np.tile(gradient, (256, 1))] * 3, axis=-1))
-
-
 def test_text_to_image_matches_bare_diffusers(manager, bare):
     result = generate(manager, TextToImageRequest(prompt="一只红色的狐狸, a red fox", seed=1234, **SMALL))
     expected = bare(prompt="一只红色的狐狸, a red fox", negative_prompt="", generator=torch.Generator("cpu").manual_seed(1234),

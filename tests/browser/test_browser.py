@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from kolors_app.metadata import read_image_parameters
+from page_controls import set_number, text_box
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                                 reason="/usr/bin/chromium is missing (apt-get install chromium; .ci/run installs it)")
@@ -21,19 +22,6 @@ RUN_TIMEOUT = 90_000  # ms; a 2-step 256 px run takes about a second, more on a 
 
 
 # --- Driving the controls ---
-
-
-def set_number(page: Page, elem_id: str, value) -> None:
-    """Type into a slider's (or a number box's) number input, as a user would."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    expect(box).to_have_value(str(value))
-
-
-def text_box(page: Page, elem_id: str):
-    """The text field of a gr.Textbox (a textarea, or an input when it has one line)."""
-    return page.locator(f"#{elem_id}").locator("textarea, input[type=text]").first
 
 
 def open_tab(page: Page, name: str) -> None:

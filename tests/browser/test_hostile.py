@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from kolors_app.history import make_thumbnail
 from kolors_app.metadata import png_bytes
+from page_controls import set_number, text_box
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")
 
@@ -23,22 +24,11 @@ HOSTILE = ('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script><
            '<a id=phish href="https://evil.example/login">log in again</a>')
 
 
-def fill_number(page: Page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    expect(box).to_have_value(str(value))
-
-
-def prompt_box(page: Page, mode: str):
-    return page.locator(f"#{mode}-prompt textarea").first
-
-
 def run_small(page: Page, prompt: str, seed: int) -> None:
     """Generate one 256 px, 2-step image in Text to image and wait for it."""
-    prompt_box(page, "text_to_image").fill(prompt)
+    text_box(page, "text_to_image-prompt").fill(prompt)
     for elem_id, value in (("width", 256), ("height", 256), ("steps", 2), ("seed", seed)):
-        fill_number(page, f"text_to_image-{elem_id}", value)
+        set_number(page, f"text_to_image-{elem_id}", value)
     page.locator("#text_to_image-generate").click()
     page.locator(f"#text_to_image-gallery img[alt='seed {seed}']").first.wait_for(timeout=RUN_TIMEOUT)
 
@@ -78,7 +68,7 @@ def test_html_and_script_in_a_prompt_are_shown_as_text_everywhere(page, tmp_path
     expect(page.locator("#png-info-parameters")).to_contain_text(HOSTILE)
     expect(page.locator("#png-info-text textarea")).to_have_value(re.compile(re.escape(HOSTILE)))
     page.locator("#png-info-restore").click()
-    expect(prompt_box(page, "text_to_image")).to_have_value(HOSTILE)
+    expect(text_box(page, "text_to_image-prompt")).to_have_value(HOSTILE)
     assert_nothing_injected(page)
 
 
@@ -91,7 +81,7 @@ def test_a_crafted_png_and_a_shared_history_file_stay_text(page, tmp_path):
     page.locator("#png-info-file input[type=file]").set_input_files(crafted)
     expect(page.locator("#png-info-parameters")).to_contain_text(HOSTILE)
     page.locator("#png-info-restore").click()
-    expect(prompt_box(page, "text_to_image")).to_have_value(HOSTILE)
+    expect(text_box(page, "text_to_image-prompt")).to_have_value(HOSTILE)
     assert_nothing_injected(page)
     # Generating with that sampler is refused with a message quoting the bad value: gradio renders messages
     # as HTML, so the app escapes them and the markup shows as text.
@@ -122,18 +112,18 @@ def test_a_crafted_png_and_a_shared_history_file_stay_text(page, tmp_path):
 
 def test_each_visitor_keeps_their_own_settings_and_results(visitor):
     alice, bob = visitor(), visitor()
-    prompt_box(alice, "text_to_image").fill("alice's settings")
-    fill_number(alice, "text_to_image-width", 512)
-    fill_number(alice, "text_to_image-steps", 7)
-    expect(prompt_box(bob, "text_to_image")).to_have_value("")
+    text_box(alice, "text_to_image-prompt").fill("alice's settings")
+    set_number(alice, "text_to_image-width", 512)
+    set_number(alice, "text_to_image-steps", 7)
+    expect(text_box(bob, "text_to_image-prompt")).to_have_value("")
     expect(bob.locator("#text_to_image-width input[type=number]")).to_have_value("1024")
     expect(bob.locator("#text_to_image-steps input[type=number]")).to_have_value("50")
 
     # Both generate at once: each gallery shows only its own image, with its own parameters.
     for page, prompt, seed in ((alice, "alice's fox", 81), (bob, "bob's owl", 82)):
-        prompt_box(page, "text_to_image").fill(prompt)
+        text_box(page, "text_to_image-prompt").fill(prompt)
         for elem_id, value in (("width", 256), ("height", 256), ("steps", 2), ("seed", seed)):
-            fill_number(page, f"text_to_image-{elem_id}", value)
+            set_number(page, f"text_to_image-{elem_id}", value)
     alice.locator("#text_to_image-generate").click()
     bob.locator("#text_to_image-generate").click()
     for page, own, other in ((alice, 81, 82), (bob, 82, 81)):
