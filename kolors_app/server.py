@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 
 from .config import Settings
 from .pipelines import PipelineManager
-from .ui.app import CSS, create_app
+from .ui.app import CSS, HEAD, create_app
 from .ui.i18n import i18n
 from .ui.runner import AppContext
 from .zerogpu import on_zero_gpu
@@ -78,6 +78,7 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         app_kwargs={"middleware": [Middleware(NoRemoteFiles)]},
         i18n=i18n,
         css=CSS,
+        head=HEAD,
         **overrides,
     )
     return app, ctx
