@@ -196,7 +196,7 @@ def t2i_run(built):
 
     app, _ = built
     progress = FakeProgress()
-    text_to_image = handler(app, "text_to_image-generate", "click")
+    text_to_image = handler(app, "text_to_image-api", "click")
     outputs = list(text_to_image("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5, seed=42, num_images=2,
                                  request=None, progress=progress, **SMALL))
     return outputs, progress

@@ -126,10 +126,18 @@ def send_to(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, target: str, imag
             gallery, result, index, request: gr.Request | None) -> dict:
     """The image on screen into another tab, with its prompt, negative prompt, seed and size."""
     lang = language(request)
-    path = selected_image(gallery, index)
-    parameters = image_at(result, index)
-    if not path or parameters is None:
+    path = selected_image(gallery if isinstance(gallery, list) else None, index)
+    parameters = image_at(result if isinstance(result, dict) else None, index)
+    if not path or not isinstance(parameters, dict):
         gr.Warning(tr(lang, "no_image_yet"), title=tr(lang, "title_nothing_selected"))
+        return {}
+    try:
+        # The gallery arrives as sent (preprocess=False: gradio would check all of a crafted 3000-item list);
+        # only the one file used is checked, and it must be one of this server's own files.
+        path = str(resolve_allowed_path(path, [gr.utils.get_upload_folder()], "gallery"))
+        parameters = clean_parameters(parameters, "gallery image")
+    except ValidationError as error:
+        gr.Warning(as_text(str(error)), title=tr(lang, "title_invalid_input"))
         return {}
     tab = tabs[target]
     c = tab.controls
@@ -212,13 +220,13 @@ def create_app(ctx: AppContext) -> gr.Blocks:
         outputs = restore_outputs(tabs, tabs_box)
         limits = ctx.settings.limits
 
-        def status_now(request: gr.Request):
+        def status_now(request: gr.Request = None):
             return status_line(ctx, request)
 
         for tab in tabs.values():
             c = tab.controls
 
-            def use_settings(result, index, request: gr.Request):
+            def use_settings(result, index, request: gr.Request = None):
                 # One image of a batch carries num_images=1; the batch size stays as it is.
                 return restore_message(tabs, tabs_box, image_at(result, index), request, keep=("num_images",))
 
@@ -229,13 +237,13 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 target_tab = tabs[target]
                 tc = target_tab.controls
 
-                def send(gallery, result, index, request: gr.Request, target=target, image_name=image_name):
+                def send(gallery, result, index, request: gr.Request = None, target=target, image_name=image_name):
                     return send_to(tabs, tabs_box, target, image_name, limits, gallery, result, index, request)
 
                 button.click(send, [c.gallery, c.result, c.selected_index],
                              [target_tab.images[image_name], tc.prompt, tc.negative_prompt, tc.seed, tc.width,
                               tc.height, tc.aspect, tabs_box], queue=True, show_progress="hidden",
-                             api_visibility="private")
+                             preprocess=False, api_visibility="private")
             # The browser keeps the run in its own history (IndexedDB): nothing goes back to the server.
             images = list(tab.images.values())
             tab.run_event.then(None, [c.result, c.gallery, *images], None, api_visibility="private",
@@ -248,7 +256,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                              js=f"(...values) => {{ window.kolorsStudio && "
                                 f"window.kolorsStudio.saveSettings('{tab.mode}', {names}, values); }}")
 
-            def reset(request: gr.Request, tab=tab):
+            def reset(request: gr.Request = None, tab=tab):
                 gr.Info(tr(request, "settings_reset"), title=tr(request, "title_info"))
                 return default_values(tab)
 
@@ -257,13 +265,13 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                           js=f"() => {{ window.kolorsStudio && window.kolorsStudio.forgetSettings('{tab.mode}'); "
                              f"return []; }}")
 
-        def restore_png(parameters, request: gr.Request):
+        def restore_png(parameters, request: gr.Request = None):
             return restore_message(tabs, tabs_box, parameters, request)
 
         png.restore.click(restore_png, png.parameters, outputs, queue=True, show_progress="hidden",
                           api_visibility="private")
 
-        def restore_entry(text, request: gr.Request):
+        def restore_entry(text, request: gr.Request = None):
             lang = language(request)
             try:
                 parameters, images = history_payload(text, tabs)
@@ -278,7 +286,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                               js="() => window.kolorsStudio ? window.kolorsStudio.restorePayload() : ['']")
 
         # A new page: the status of now, the examples in the visitor's language, and their last settings.
-        def on_load(text, request: gr.Request):
+        def on_load(text, request: gr.Request = None):
             lang = language(request)
             updates = saved_settings(tabs, text)
             updates[status] = status_line(ctx, request)

@@ -108,7 +108,7 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
     with gr.Row(equal_height=False, elem_classes="studio-main"):
         with gr.Column(scale=5, elem_classes="studio-settings"):
             extra = gr.Column()
-            aspect = gr.Radio([*ASPECT_PRESETS, CUSTOM], value="1:1", label=i18n("aspect"),
+            aspect = gr.Radio([(name, name) for name in ASPECT_PRESETS] + [(i18n("custom"), CUSTOM)], value="1:1", label=i18n("aspect"),
                               elem_id=f"{mode}-aspect")
             with gr.Row():
                 width = gr.Slider(limits.min_size, limits.max_size, value=1024, step=8, label=i18n("width"),
@@ -176,7 +176,7 @@ def _wire_local_events(c: GenerationControls, limits: Limits) -> None:
     c.gallery.select(selected_parameters, c.result, [c.selected, c.selected_index, c.infotext], queue=False,
                      api_visibility="private")
 
-    def snap(width, height, request: gr.Request):
+    def snap(width, height, request: gr.Request = None):
         return snap_sizes(limits, width, height, request)
 
     for size in (c.width, c.height):
@@ -237,7 +237,7 @@ def image_at(result: dict | None, index) -> dict | None:
     return images[index] if isinstance(index, int) and 0 <= index < len(images) else images[0]
 
 
-def seed_of_selected(result: dict | None, index, request: gr.Request):
+def seed_of_selected(result: dict | None, index, request: gr.Request = None):
     """The selected image's seed (the first image's when none was clicked), or say there is none."""
     parameters = image_at(result, index)
     if parameters is None:
@@ -279,8 +279,10 @@ def selected_image(gallery: list | None, index: int) -> str | None:
     item = gallery[index] if isinstance(index, int) and 0 <= index < len(gallery) else gallery[0]
     if isinstance(item, dict):  # the gallery's own payload
         image = item.get("image") or {}
-        return image.get("path") if isinstance(image, dict) else None
-    return item[0] if isinstance(item, (tuple, list)) else item
+        path = image.get("path") if isinstance(image, dict) else None
+    else:
+        path = item[0] if isinstance(item, (tuple, list)) and item else item
+    return path if isinstance(path, str) else None
 
 
 def control_updates(controls: GenerationControls, parameters: dict) -> dict:

@@ -83,7 +83,7 @@ def _examples(controls: GenerationControls, mode: str) -> gr.Dataset | None:
     if not rows:
         return None
     table = gr.Dataset(components=[gr.Textbox(visible=False)] * 3, samples=rows, label=i18n("examples"),
-                       headers=EXAMPLE_HEADERS["en"], samples_per_page=8, elem_id=f"{mode}-examples")
+                       headers=EXAMPLE_HEADERS["en"], samples_per_page=len(rows), elem_id=f"{mode}-examples")
     table.click(lambda row: (row[1], row[2]), table, [controls.prompt, controls.negative_prompt], queue=False,
                 api_visibility="private")
     return table
@@ -192,7 +192,7 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
     c.api_trigger.click(handler, c.request_inputs() + extra_inputs, [c.gallery, c.result], api_name=tab.mode,
                         concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False)
 
-    def prepare(request: gr.Request):
+    def prepare(request: gr.Request = None):
         # Stop works from the click on, also while the run waits for its turn in the queue.
         ctx.runs.prepare(session_of(request))
         return gr.Button(interactive=True)
@@ -204,12 +204,12 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
                  api_visibility="private"))
     run.then(lambda: gr.Button(interactive=False), None, c.stop, queue=False, api_visibility="private")
 
-    def stop(request: gr.Request):
+    def stop(request: gr.Request = None):
         # gradio passes the request only to a parameter annotated gr.Request; without it the flag is never set.
         # No `cancels`: the run ends at its next step and hands back what it had (the last preview).
         ctx.runs.stop(session_of(request))
 
-    c.stop.click(stop, None, None, queue=False, api_visibility="private")
+    c.stop.click(stop, None, None, queue=False, api_name=f"{tab.mode}_stop", api_visibility="private")
     tab.run_event = run
 
 
@@ -227,7 +227,7 @@ def text_to_image_tab(ctx: AppContext) -> GenerationTab:
             num_images), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, request: gr.Request):
+             num_images, request: gr.Request = None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             return TextToImageRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
@@ -264,7 +264,7 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
             num_images, image=init, strength=strength), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, image, strength, resize, request: gr.Request):
+             num_images, image, strength, resize, request: gr.Request = None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             init = _image(ctx, "image", image, required=True, lang=lang)
@@ -311,7 +311,7 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
             strength=strength), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request):
+             num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request = None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             return IPAdapterRequest(

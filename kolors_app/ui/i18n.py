@@ -218,7 +218,12 @@ NAMES = {
 STATUS_ZH = [(re.compile(r"^not loaded"), "未加载"), (re.compile(r"^downloading "), "正在下载 "),
              (re.compile(r"^loading IP-Adapter "), "正在加载 IP-Adapter "), (re.compile(r"^loading "), "正在加载 "),
              (re.compile(r"^load failed: "), "加载失败："), (re.compile(r" of (?=[\d.]+ GB)"), " / "),
-             (re.compile(r" · last run peak "), " · 上次峰值 ")]
+             (re.compile(r" · last run peak "), " · 上次峰值 "),
+             (re.compile(r"\bplan (\S+): "), r"方案 \1："), (re.compile(r"everything on the CPU"), "全部在 CPU 上"),
+             (re.compile(r"text encoder "), "文本编码器 "), (re.compile(r"U-Net and VAE "), "U-Net 与 VAE "),
+             (re.compile(r"\bon the CPU\b"), "在 CPU 上"), (re.compile(r"\bon (cuda\S*|mps)"), r"在 \1 上"),
+             (re.compile(r"sequential offload"), "逐层卸载"), (re.compile(r"model offload"), "模型卸载"),
+             (re.compile(r"stepped down from (\S+): out of GPU memory"), r"因显存不足从 \1 降级")]
 
 
 def language(request: gr.Request | None) -> str:
