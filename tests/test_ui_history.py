@@ -51,7 +51,7 @@ def test_restoring_an_entry_brings_back_its_init_image(built, upload_dir, tmp_pa
         patch.setattr(gr, "Warning", lambda message, **_: warnings.append(message))
         for payload in ["", "not json", json.dumps({"parameters": parameters, "image": str(outside)}),
                         json.dumps({"parameters": {"mode": "video"}}), "x" * 10_000_000]:
-            assert restore(payload) == {}
+            assert all(isinstance(value, type(gr.skip())) for value in restore(payload).values())
     assert warnings[0].startswith("Nothing to restore")
     assert [message.split(":")[0] for message in warnings[1:]] == [
         "history entry", "history entry.image", "history entry.parameters.mode", "history entry"]

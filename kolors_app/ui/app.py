@@ -41,6 +41,14 @@ def clamped(component, value):
     return value
 
 
+SKIP = gr.skip()
+
+
+def unchanged(tabs_box: gr.Tabs) -> dict:
+    """An answer that leaves every control as it was (an empty dict is not one for gradio)."""
+    return {tabs_box: SKIP}
+
+
 def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameters, keep: tuple = ()) -> dict:
     """Updates that put saved parameters into the tab of their mode and show that tab.
 
@@ -84,12 +92,12 @@ def restore_message(tabs, tabs_box, parameters, request, keep: tuple = ()) -> di
     lang = language(request)
     if not parameters:
         gr.Warning(tr(lang, "nothing_to_restore"), title=tr(lang, "title_nothing_selected"))
-        return {}
+        return unchanged(tabs_box)
     try:
         updates = restore_updates(tabs, tabs_box, parameters, keep)
     except ValidationError as error:
         gr.Warning(as_text(str(error)), title=tr(lang, "title_invalid_parameters"))
-        return {}
+        return unchanged(tabs_box)
     mode = clean_parameters(parameters).get("mode", "text_to_image")
     gr.Info(tr(lang, "restored", tab=name_of(lang, mode)), title=tr(lang, "title_info"))
     return updates
@@ -130,7 +138,7 @@ def send_to(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, target: str, imag
     parameters = image_at(result if isinstance(result, dict) else None, index)
     if not path or not isinstance(parameters, dict):
         gr.Warning(tr(lang, "no_image_yet"), title=tr(lang, "title_nothing_selected"))
-        return {}
+        return unchanged(tabs_box)
     try:
         # The gallery arrives as sent (preprocess=False: gradio would check all of a crafted 3000-item list);
         # only the one file used is checked, and it must be one of this server's own files.
@@ -138,7 +146,7 @@ def send_to(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, target: str, imag
         parameters = clean_parameters(parameters, "gallery image")
     except ValidationError as error:
         gr.Warning(as_text(str(error)), title=tr(lang, "title_invalid_input"))
-        return {}
+        return unchanged(tabs_box)
     tab = tabs[target]
     c = tab.controls
     width, height = parameters.get("width"), parameters.get("height")
@@ -277,9 +285,9 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 parameters, images = history_payload(text, tabs)
             except ValidationError as error:
                 gr.Warning(as_text(str(error)), title=tr(lang, "title_invalid_parameters"))
-                return {}
+                return unchanged(tabs_box)
             updates = restore_message(tabs, tabs_box, parameters, request)
-            return {**updates, **images} if updates else updates
+            return {**updates, **images} if updates.get(tabs_box) is not SKIP else updates
 
         history.restore.click(restore_entry, history.payload, outputs + image_outputs(tabs), queue=True,
                               show_progress="hidden", api_visibility="private",
