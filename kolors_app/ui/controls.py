@@ -180,7 +180,9 @@ def _wire_local_events(c: GenerationControls, limits: Limits) -> None:
         return snap_sizes(limits, width, height, request)
 
     for size in (c.width, c.height):
-        size.input(snap, [c.width, c.height], [c.width, c.height, c.aspect], trigger_mode="always_last", **quiet())
+        # preprocess=False: a typed 5000 reaches snap (gradio would refuse it past the maximum with a red Error).
+        size.input(snap, [c.width, c.height], [c.width, c.height, c.aspect], trigger_mode="always_last",
+                   preprocess=False, **quiet())
 
 
 def sampler_defaults(name: str, previous: str, steps, guidance):
