@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from ..images import load_image, size_for
-from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
+from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
@@ -222,7 +222,7 @@ def text_to_image_tab(ctx: AppContext) -> GenerationTab:
     def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
                       seed, num_images, request: gr.Request, progress=gr.Progress()):
         """Generate images from a prompt; returns the PNGs and their parameters with concrete seeds."""
-        yield from run_request(ctx, TextToImageRequest(
+        yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
             num_images), request, progress)
 
@@ -230,8 +230,8 @@ def text_to_image_tab(ctx: AppContext) -> GenerationTab:
              num_images, request: gr.Request = None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
-            return TextToImageRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
-                                      scheduler, seed, num_images)
+            return GenerationRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
+                                     scheduler, seed, num_images)
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, text_to_image, page, [])
@@ -259,9 +259,9 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
                        seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
         """Repaint an image guided by a prompt; `strength` 0..1 says how much changes."""
         init = _image(ctx, "image", image, required=True, lang=language(request))
-        yield from run_request(ctx, ImageToImageRequest(
+        yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, image=init, strength=strength), request, progress)
+            num_images, init=InitImage(init, strength)), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
              num_images, image, strength, resize, request: gr.Request = None):
@@ -270,12 +270,23 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
             init = _image(ctx, "image", image, required=True, lang=lang)
             if isinstance(w, int) and isinstance(h, int):
                 init = resized(init, w, h, resize if resize in RESIZE_MODES else "crop")
-            return ImageToImageRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
-                                       scheduler, seed, num_images, image=init, strength=strength)
+            return GenerationRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
+                                     scheduler, seed, num_images, init=InitImage(init, strength))
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, image_to_image, page, [image, strength], [resize_mode])
     return tab
+
+
+def ip_request(ctx: AppContext, lang: str, prompt, negative_prompt, width, height, num_inference_steps,
+               guidance_scale, scheduler, seed, num_images, ip_adapter_image, ip_adapter_scale, image,
+               strength) -> GenerationRequest:
+    """An IP-Adapter request: the reference image, and an optional init image."""
+    reference = Reference(_image(ctx, "ip_adapter_image", ip_adapter_image, True, lang), ip_adapter_scale)
+    init = _image(ctx, "image", image, False, lang)
+    return GenerationRequest(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
+                             seed, num_images, init=InitImage(init, strength) if init is not None else None,
+                             reference=reference)
 
 
 def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
@@ -303,22 +314,16 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
                    num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request,
                    progress=gr.Progress()):
         """Generate images that follow a reference image (IP-Adapter Plus); `image` is an optional init image."""
-        lang = language(request)
-        yield from run_request(ctx, IPAdapterRequest(
-            prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, ip_adapter_image=_image(ctx, "ip_adapter_image", ip_adapter_image, True, lang),
-            ip_adapter_scale=ip_adapter_scale, image=_image(ctx, "image", image, False, lang),
-            strength=strength), request, progress)
+        yield from run_request(ctx, ip_request(ctx, language(request), prompt, negative_prompt, width, height,
+                                               num_inference_steps, guidance_scale, scheduler, seed, num_images,
+                                               ip_adapter_image, ip_adapter_scale, image, strength), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
              num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request = None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
-            return IPAdapterRequest(
-                prompt, negative_prompt, w, h, num_inference_steps, guidance_scale, scheduler, seed, num_images,
-                ip_adapter_image=_image(ctx, "ip_adapter_image", ip_adapter_image, True, lang),
-                ip_adapter_scale=ip_adapter_scale, image=_image(ctx, "image", image, False, lang),
-                strength=strength)
+            return ip_request(ctx, lang, prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
+                              scheduler, seed, num_images, ip_adapter_image, ip_adapter_scale, image, strength)
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, ip_adapter, page, [reference, scale, init, strength])

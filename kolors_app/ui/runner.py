@@ -24,7 +24,7 @@ from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
 from ..metadata import png_bytes
-from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
+from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..zerogpu import gpu_decorator, on_zero_gpu
 from .i18n import tr
@@ -93,7 +93,7 @@ class AppContext:
     runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
 
-    def generate(self, request: TextToImageRequest, control: RunControl) -> GenerationResult:
+    def generate(self, request: GenerationRequest, control: RunControl) -> GenerationResult:
         """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
         if on_zero_gpu():
             return _generate_on_zero_gpu(self.manager, request)
@@ -105,7 +105,7 @@ class AppContext:
 
 
 @gpu_decorator()
-def _generate_on_zero_gpu(manager: PipelineManager, request: TextToImageRequest) -> GenerationResult:
+def _generate_on_zero_gpu(manager: PipelineManager, request: GenerationRequest) -> GenerationResult:
     return generate(manager, request)
 
 
@@ -165,7 +165,7 @@ def progress_line(lang: str, frame: Frame, loaded: bool = True) -> str:
               rate=f"{frame.rate:.2f}", eta=clock(frame.eta()))
 
 
-def run_frames(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None,
+def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                progress: gr.Progress | None) -> Iterator[Frame]:
     """Validate, run in a worker thread, and yield frames: progress every step, previews by time, then done."""
     try:
@@ -228,7 +228,7 @@ def run_frames(ctx: AppContext, request: TextToImageRequest, http: gr.Request | 
         ctx.runs.finish(session, stop)
 
 
-def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None,
+def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                 progress: gr.Progress | None) -> Iterator[tuple]:
     """The API's view of a run: (gallery, result) pairs, live previews while it goes, then the final PNGs."""
     for frame in run_frames(ctx, request, http, progress):
