@@ -19,6 +19,12 @@ from kolors_app.params import GeneratedImage, GenerationResult, TextToImageReque
 from kolors_app.ui.i18n import STRINGS
 from kolors_app.ui.runner import AppContext, finish, run_request
 
+def pixels(path: str) -> np.ndarray:
+    """The RGB pixels of a gallery file (the gallery gets PNG files, encoded once)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 # --- The app and its API ---
 
 
@@ -78,8 +84,8 @@ def test_text_to_image_shows_previews_then_pngs_captioned_with_their_seeds(built
     # Same pixels as the core called without the UI.
     expected = generate(manager, TextToImageRequest("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5,
                                                     seed=42, num_images=2, **SMALL)).images[0].image
-    assert gallery[0][0].size == (256, 256)
-    assert np.array_equal(np.asarray(gallery[0][0]), np.asarray(expected))
+    assert pixels(gallery[0][0]).shape == (256, 256, 3)
+    assert np.array_equal(pixels(gallery[0][0]), np.asarray(expected))
 
 
 def test_gallery_files_are_pngs_that_carry_their_parameters(built, t2i_run):
@@ -161,13 +167,13 @@ def test_image_to_image_and_ip_adapter_handlers(built, upload_dir):
     image_to_image = handler(app, "image_to_image-generate", "click")
     gallery, result = final(list(image_to_image("a painting", "", num_inference_steps=4, seed=7, num_images=1,
                                                 image=init, strength=0.5, request=None, progress=None, **SMALL)))
-    assert gallery[0][1] == "seed 7" and gallery[0][0].size == (256, 256)
+    assert gallery[0][1] == "seed 7" and pixels(gallery[0][0]).shape == (256, 256, 3)
     assert result["images"][0]["mode"] == "image_to_image" and result["images"][0]["strength"] == 0.5
     # The browser sends gradio's file payload, not a bare path.
     payload = {"path": init, "meta": {"_type": "gradio.FileData"}}
     same = final(list(image_to_image("a painting", "", num_inference_steps=4, seed=7, num_images=1, image=payload,
                                      strength=0.5, request=None, progress=None, **SMALL)))[0]
-    assert np.array_equal(np.asarray(same[0][0]), np.asarray(gallery[0][0]))
+    assert np.array_equal(pixels(same[0][0]), pixels(gallery[0][0]))
 
     ip_adapter = handler(app, "ip_adapter-generate", "click")
     gallery, result = final(list(ip_adapter("", "", num_inference_steps=2, seed=3, num_images=1,
@@ -196,8 +202,9 @@ def test_finished_runs_are_saved_to_the_outputs_folder_when_enabled(settings, ma
     gallery, result = final(t2i_run[0])
     ctx = AppContext(dataclasses.replace(settings, save_outputs=True, outputs_dir=tmp_path), manager)
     request = TextToImageRequest("一只红色的狐狸, a red fox", "blurry", **SMALL)
-    images = [GeneratedImage(image, p["seed"], p) for (image, _), p in zip(gallery, result["images"])]
+    images = [GeneratedImage(Image.open(path), p["seed"], p) for (path, _), p in zip(gallery, result["images"])]
     finish(ctx, GenerationResult(images, request))
+    assert ctx.saver.wait(30)  # written in the background, after the answer
     saved = sorted(tmp_path.rglob("*.png"))
     assert [read_image_parameters(path).parameters for path in saved] == result["images"]
     assert finish(ctx, GenerationResult([], request, stopped=True)) == ([], {"images": [], "stopped": True,

@@ -11,6 +11,7 @@ from PIL import Image
 from ..images import load_image, size_for
 from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
 from ..prompts import load_examples
+from .api_endpoints import wire_program_endpoint
 from .controls import GenerationControls, aspect_for, build_controls
 from .i18n import i18n
 from .runner import AppContext, as_text, run_request, session_of
@@ -90,14 +91,18 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, extra_inputs: list) -> N
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
     # preprocess=False: every value reaches validate() as sent, so each bad one gets an error naming its field.
+    # The page's own event streams progress and previews; programs call `/<mode>` (api_endpoints.py).
     run = c.generate.click(handler, c.request_inputs() + extra_inputs, [c.gallery, c.result],
-                           api_name=tab.mode, concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False)
+                           api_name=f"{tab.mode}_live", api_visibility="undocumented", concurrency_id=GPU_QUEUE,
+                           concurrency_limit=1, preprocess=False)
+    program = wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs, [c.gallery, c.result],
+                                    lambda name, value, required: _image(ctx, name, value, required))
 
     def stop(request: gr.Request):
         # gradio passes the request only to a parameter annotated gr.Request; without it the flag is never set.
         ctx.runs.stop(session_of(request))
 
-    c.stop.click(stop, None, None, cancels=[run], queue=False, api_visibility="private")
+    c.stop.click(stop, None, None, cancels=[run, program], queue=False, api_visibility="private")
     tab.run_event = run
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import anyio
 import gradio as gr
 
 from ..config import Settings, on_spaces
@@ -18,13 +19,16 @@ from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
-from ..metadata import JSON_KEY, PARAMETERS_KEY, format_parameters
 from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
 from ..pipelines import PipelineManager
+from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
 
 log = logging.getLogger(__name__)
-PREVIEWS_PER_RUN = 5
+# The page gets progress at most every UPDATE_SECONDS and a preview at most every PREVIEW_SECONDS: decided by the
+# clock, so that a fast GPU run is not slowed by messages (bench/README.md measures their cost).
+UPDATE_SECONDS = 0.2
+PREVIEW_SECONDS = 1.0
 
 
 class RunRegistry:
@@ -62,6 +66,9 @@ class AppContext:
     manager: PipelineManager
     runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
+    update_seconds: float = UPDATE_SECONDS
+    preview_seconds: float = PREVIEW_SECONDS
+    saver: BackgroundSaver | None = None
 
     def generate(self, request: TextToImageRequest, control: RunControl) -> GenerationResult:
         """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
@@ -72,6 +79,8 @@ class AppContext:
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
             self.outputs = OutputStore(self.settings.outputs_dir)
+        if self.saver is None and self.outputs is not None:
+            self.saver = BackgroundSaver(self.outputs)
 
 
 @gpu_decorator()
@@ -117,9 +126,10 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
     control = RunControl(
         on_progress=lambda step, total: events.put(("progress", step, total)),
         on_preview=lambda step, image: events.put(("preview", step, image)),
-        preview_every=max(1, request.num_inference_steps // PREVIEWS_PER_RUN),
+        preview_seconds=ctx.preview_seconds,
         stop=stop,
     )
+    last_update = 0.0
 
     def work():
         try:
@@ -132,10 +142,14 @@ def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request |
         while True:
             kind, *payload = events.get()
             if kind == "progress":
+                now = time.monotonic()
+                if now - last_update < ctx.update_seconds:
+                    continue
+                last_update = now
                 if progress is not None:
                     progress((payload[0], payload[1]), desc="Step", unit="steps")
-                # Back to gradio after every step: a cancelled run (an API client's cancel) can only be
-                # closed at a yield, and closing it stops the worker through the finally below.
+                # Back to gradio at each update: a cancelled run can only be closed at a yield, and closing
+                # it stops the worker through the finally below.
                 yield gr.skip(), gr.skip()
             elif kind == "preview":
                 yield [(payload[1], f"preview, step {payload[0]}")], gr.skip()
@@ -163,27 +177,62 @@ def raise_public(ctx: AppContext, error: Exception):
     raise gr.Error(as_text(public_message(error, ctx.settings)), print_exception=False) from None
 
 
-def with_metadata(image, parameters: dict):
-    """A copy carrying the parameters as PNG text, which gradio writes into the gallery's PNG files."""
-    tagged = image.copy()
-    tagged.info[PARAMETERS_KEY] = format_parameters(parameters)
-    tagged.info[JSON_KEY] = json.dumps(parameters, ensure_ascii=False)
-    return tagged
-
-
 def finish(ctx: AppContext, result: GenerationResult) -> tuple:
     """Gallery items and the JSON result of a finished (or stopped) run."""
+    tell(result)
+    return result_files(ctx, result)
+
+
+def tell(result: GenerationResult) -> None:
+    """Show a run's notes to the visitor (gradio's toasts; an API client gets them as log messages)."""
     if result.stopped:
         gr.Info("Stopped.")
-        return [], {"images": [], "stopped": True, "warnings": result.warnings}
     for warning in result.warnings:
         gr.Warning(as_text(warning))
+
+
+def result_files(ctx: AppContext, result: GenerationResult) -> tuple:
+    """Gallery items (PNG files, each encoded once) and the JSON result; the outputs copy is queued, not waited for."""
+    if result.stopped:
+        return [], {"images": [], "stopped": True, "warnings": result.warnings}
     gallery = []
+    folder = gr.utils.get_upload_folder()
     for item in result.images:
-        image = with_metadata(item.image, item.parameters)
-        gallery.append((image, f"seed {item.seed}"))
-        if ctx.outputs is not None:
-            ctx.outputs.save(item.image, item.parameters)
+        data = encode_png(item.image, item.parameters)
+        # A file already in gradio's cache folder is served as it is: gradio neither encodes nor copies it again.
+        gallery.append((write_served_png(data, folder), f"seed {item.seed}"))
+        if ctx.saver is not None:
+            ctx.saver.save(item.parameters, data)
     summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
+
+
+def produce(ctx: AppContext, request: TextToImageRequest, control: RunControl) -> tuple[GenerationResult, tuple]:
+    """Generate and write the files, in one worker thread: the result and its (gallery, summary)."""
+    result = ctx.generate(request, control)
+    return result, result_files(ctx, result)
+
+
+async def run_for_program(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None) -> tuple:
+    """(gallery, result) of a finished run for an API client: no per-step messages, cancellable at any time.
+
+    The worker runs in a thread; when gradio cancels this call (the client's cancel), the finally
+    below sets the stop flag and the worker ends at its next step.
+    """
+    try:
+        request = validate(request, ctx.settings.limits)
+    except ValidationError as error:
+        raise gr.Error(as_text(str(error)), title="Invalid input") from None
+    session = session_of(http)
+    stop = ctx.runs.start(session)
+    try:
+        result, answer = await anyio.to_thread.run_sync(produce, ctx, request, RunControl(stop=stop),
+                                                        abandon_on_cancel=True)
+    except Exception as error:  # reported to the caller as a short message; CancelledError passes through
+        raise_public(ctx, error)
+    finally:
+        stop.set()
+        ctx.runs.finish(session, stop)
+    tell(result)
+    return answer
