@@ -65,6 +65,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         ctx.manager.load()
     elif settings.preload:
         threading.Thread(target=ctx.manager.load, name="preload", daemon=True).start()
+    routes = []
+    if settings.api:
+        from .a1111 import a1111_router
+
+        # Given to the FastAPI app at its creation, so they come before gradio's own routes.
+        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue)).routes
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -75,7 +81,8 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         # The History tab is the one record of a visitor's runs, and its Clear button clears it all.
         run_history=False,
         show_error=False,
-        app_kwargs={"middleware": [Middleware(NoRemoteFiles)]},
+        app_kwargs={"middleware": [Middleware(NoRemoteFiles)], "routes": routes},
+        mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,
         **overrides,
