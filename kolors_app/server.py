@@ -14,6 +14,7 @@ from .config import Settings
 from .pipelines import PipelineManager
 from .ui.app import CSS, create_app
 from .ui.i18n import i18n
+from .ui.mcp import mcp_lifespan
 from .ui.runner import AppContext
 from .zerogpu import on_zero_gpu
 
@@ -81,7 +82,8 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         # The History tab is the one record of a visitor's runs, and its Clear button clears it all.
         run_history=False,
         show_error=False,
-        app_kwargs={"middleware": [Middleware(NoRemoteFiles)], "routes": routes},
+        app_kwargs={"middleware": [Middleware(NoRemoteFiles)], "routes": routes,
+                    **({"lifespan": mcp_lifespan(app)} if settings.mcp else {})},
         mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,

@@ -50,7 +50,7 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
     """The endpoint function of one mode; `image_of(name, value, required)` opens an uploaded image safely."""
     limits = ctx.settings.limits
     if mode == "text_to_image":
-        async def text_to_image(prompt, negative_prompt="", width=1024, height=1024, num_inference_steps=50,
+        async def text_to_image(prompt, negative_prompt=None, width=1024, height=1024, num_inference_steps=50,
                                 guidance_scale=5.0, scheduler="Euler", seed=-1, num_images=1,
                                 request: gr.Request = None):
             return await run_for_program(ctx, TextToImageRequest(
@@ -59,7 +59,7 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
 
         fn = _describe(text_to_image, "Generate images from a text prompt with Kolors.", limits)
     elif mode == "image_to_image":
-        async def image_to_image(prompt, negative_prompt="", width=1024, height=1024, num_inference_steps=50,
+        async def image_to_image(prompt, negative_prompt=None, width=1024, height=1024, num_inference_steps=50,
                                  guidance_scale=5.0, scheduler="Euler", seed=-1, num_images=1, image=None,
                                  strength=0.7, request: gr.Request = None):
             return await run_for_program(ctx, ImageToImageRequest(
@@ -70,7 +70,7 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
         image: The picture to start from (required). It is resized to width x height.
         strength: How much to change, above 0 up to 1: 0.3 keeps the composition, 0.7 (default) repaints a lot, 1 ignores the picture.""")
     else:
-        async def ip_adapter(prompt="", negative_prompt="", width=1024, height=1024, num_inference_steps=25,
+        async def ip_adapter(prompt=None, negative_prompt=None, width=1024, height=1024, num_inference_steps=25,
                              guidance_scale=6.5, scheduler="Euler", seed=-1, num_images=1, ip_adapter_image=None,
                              ip_adapter_scale=0.5, image=None, strength=0.7, request: gr.Request = None):
             return await run_for_program(ctx, IPAdapterRequest(
