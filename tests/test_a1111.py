@@ -227,14 +227,13 @@ def test_no_a1111_routes_without_the_flag(served):
 
 
 def test_features_not_on_this_server_yet_answer_501_naming_the_field(a1111, init_image):
-    from kolors_app import params
-    from kolors_app.a1111.payloads import optional_module
+    from kolors_app.a1111.payloads import core_has, optional_module
 
     unit = {"image": b64(init_image), "module": "canny", "model": "Kolors-ControlNet-Canny", "weight": 0.7}
     cases = [("/sdapi/v1/txt2img", {"alwayson_scripts": {"controlnet": {"args": [unit]}}},
-              "alwayson_scripts.controlnet", hasattr(params, "ControlUnit")),
+              "alwayson_scripts.controlnet", core_has("controls")),
              ("/sdapi/v1/img2img", {"init_images": [b64(init_image)], "mask": b64(init_image.convert("L"))}, "mask",
-              hasattr(params, "Inpaint")),
+              core_has("mask")),
              ("/sdapi/v1/txt2img", {"enable_hr": True}, "enable_hr", optional_module("hires") is not None),
              ("/sdapi/v1/txt2img", {"prompt": "a fox <lora:ink:0.8>"}, "prompt", optional_module("lora") is not None)]
     for path, body, field, available in cases:

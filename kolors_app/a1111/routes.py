@@ -24,7 +24,7 @@ from ..result_files import encode_png
 from ..schedulers import SCHEDULER_NAMES
 from .jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
 from .payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, NotAvailable, Txt2Img, a1111_error,
-                       build_request, check_unsupported, optional_module, scheduler_for)
+                       build_request, check_unsupported, core_has, optional_module, scheduler_for)
 
 log = logging.getLogger(__name__)
 # A body holds at most a few images of --max-upload-bytes each, base64-encoded (4/3 larger).
@@ -164,6 +164,9 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
         except QueueFull as error:
             return error_response(503, "Queue is full", str(error))
         except ValidationError as error:
+            if "not available" in str(error):  # the core has the part but not its pipeline yet
+                name = {"controls": "alwayson_scripts.controlnet"}.get(error.field, error.field)
+                return error_response(501, "Not available yet", f"{name}: not available on this server yet", name)
             error = a1111_error(error)
             return error_response(422, "Invalid input", str(error), error.field)
         except Exception as error:  # logged in full for the operator, short for the caller
@@ -272,9 +275,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
 
     @router.get("/controlnet/model_list")
     def controlnet_models():
-        from .. import params
-
-        return {"model_list": list(CONTROLNET_MODELS) if hasattr(params, "ControlUnit") else []}
+        return {"model_list": list(CONTROLNET_MODELS) if core_has("controls") else []}
 
     @router.get("/controlnet/module_list")
     def controlnet_modules():

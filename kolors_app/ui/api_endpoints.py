@@ -10,7 +10,7 @@ from typing import Callable
 
 import gradio as gr
 
-from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest
+from ..params import GenerationRequest, InitImage, Reference
 from .runner import AppContext, run_for_program
 
 GPU_QUEUE = "gpu"  # the concurrency id every model run shares (generate_tabs.GPU_QUEUE)
@@ -53,7 +53,7 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
         async def text_to_image(prompt, negative_prompt=None, width=1024, height=1024, num_inference_steps=50,
                                 guidance_scale=5.0, scheduler="Euler", seed=-1, num_images=1,
                                 request: gr.Request = None):
-            return await run_for_program(ctx, TextToImageRequest(
+            return await run_for_program(ctx, GenerationRequest(
                 prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
                 num_images), request)
 
@@ -62,9 +62,9 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
         async def image_to_image(prompt, negative_prompt=None, width=1024, height=1024, num_inference_steps=50,
                                  guidance_scale=5.0, scheduler="Euler", seed=-1, num_images=1, image=None,
                                  strength=0.7, request: gr.Request = None):
-            return await run_for_program(ctx, ImageToImageRequest(
+            return await run_for_program(ctx, GenerationRequest(
                 prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-                num_images, image=image_of("image", image, True), strength=strength), request)
+                num_images, init=InitImage(image_of("image", image, True), strength)), request)
 
         fn = _describe(image_to_image, "Repaint an existing image guided by a prompt with Kolors.", limits, """
         image: The picture to start from (required). It is resized to width x height.
@@ -73,10 +73,11 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
         async def ip_adapter(prompt=None, negative_prompt=None, width=1024, height=1024, num_inference_steps=25,
                              guidance_scale=6.5, scheduler="Euler", seed=-1, num_images=1, ip_adapter_image=None,
                              ip_adapter_scale=0.5, image=None, strength=0.7, request: gr.Request = None):
-            return await run_for_program(ctx, IPAdapterRequest(
+            reference = Reference(image_of("ip_adapter_image", ip_adapter_image, True), ip_adapter_scale)
+            init = image_of("image", image, False)
+            return await run_for_program(ctx, GenerationRequest(
                 prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-                num_images, ip_adapter_image=image_of("ip_adapter_image", ip_adapter_image, True),
-                ip_adapter_scale=ip_adapter_scale, image=image_of("image", image, False), strength=strength),
+                num_images, init=InitImage(init, strength) if init is not None else None, reference=reference),
                 request)
 
         fn = _describe(ip_adapter, "Generate images that follow a reference image (Kolors IP-Adapter Plus): its "

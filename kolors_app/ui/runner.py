@@ -19,7 +19,7 @@ from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
-from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
+from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
@@ -70,7 +70,7 @@ class AppContext:
     preview_seconds: float = PREVIEW_SECONDS
     saver: BackgroundSaver | None = None
 
-    def generate(self, request: TextToImageRequest, control: RunControl) -> GenerationResult:
+    def generate(self, request: GenerationRequest, control: RunControl) -> GenerationResult:
         """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
         if on_zero_gpu():
             return _generate_on_zero_gpu(self.manager, request)
@@ -84,7 +84,7 @@ class AppContext:
 
 
 @gpu_decorator()
-def _generate_on_zero_gpu(manager: PipelineManager, request: TextToImageRequest) -> GenerationResult:
+def _generate_on_zero_gpu(manager: PipelineManager, request: GenerationRequest) -> GenerationResult:
     return generate(manager, request)
 
 
@@ -113,7 +113,7 @@ def public_message(error: Exception, settings: Settings) -> str:
     return f"Generation failed ({type(error).__name__}). The server is still running; please try again."
 
 
-def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None,
+def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                 progress: gr.Progress | None) -> Iterator[tuple]:
     """Yield (gallery, result) pairs: live previews while the run goes, then the final PNGs."""
     try:
@@ -208,13 +208,13 @@ def result_files(ctx: AppContext, result: GenerationResult) -> tuple:
     return gallery, summary
 
 
-def produce(ctx: AppContext, request: TextToImageRequest, control: RunControl) -> tuple[GenerationResult, tuple]:
+def produce(ctx: AppContext, request: GenerationRequest, control: RunControl) -> tuple[GenerationResult, tuple]:
     """Generate and write the files, in one worker thread: the result and its (gallery, summary)."""
     result = ctx.generate(request, control)
     return result, result_files(ctx, result)
 
 
-async def run_for_program(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None) -> tuple:
+async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.Request | None) -> tuple:
     """(gallery, result) of a finished run for an API client: no per-step messages, cancellable at any time.
 
     The worker runs in a thread; when gradio cancels this call (the client's cancel), the finally
