@@ -99,7 +99,7 @@ def test_gallery_files_are_pngs_that_carry_their_parameters(built, t2i_run):
 
 def test_random_seed_then_reuse_last_seed(built):
     app, _ = built
-    text_to_image = handler(app, "text_to_image-api", "click")
+    text_to_image = app.studio_tabs["text_to_image"].handler
     runs = [final(list(text_to_image("a cat", "", num_inference_steps=1, seed=-1, num_images=1, request=None,
                                      progress=None, **SMALL)))[1] for _ in range(2)]
     seeds = [run["images"][0]["seed"] for run in runs]
@@ -146,7 +146,7 @@ def test_closing_a_run_early_stops_its_worker(built, manager):
 
 def test_invalid_input_is_refused_naming_the_field_before_any_model_work(built):
     app, _ = built
-    text_to_image = handler(app, "text_to_image-api", "click")
+    text_to_image = app.studio_tabs["text_to_image"].handler
     cases = {"width": dict(SMALL, width=300), "num_inference_steps": dict(SMALL, num_inference_steps=0)}
     for field, values in cases.items():
         values.setdefault("num_inference_steps", 2)
@@ -161,7 +161,7 @@ def test_image_to_image_and_ip_adapter_handlers(built, upload_dir):
     app, _ = built
     init = upload(upload_dir, gradient(), "init.png")
     reference = upload(upload_dir, Image.new("RGB", (300, 200), (200, 30, 30)), "reference.png")
-    image_to_image = handler(app, "image_to_image-api", "click")
+    image_to_image = app.studio_tabs["image_to_image"].handler
     gallery, result = final(list(image_to_image("a painting", "", num_inference_steps=4, seed=7, num_images=1,
                                                 image=init, strength=0.5, request=None, progress=None, **SMALL)))
     assert gallery[0][1] == "seed 7" and Image.open(gallery[0][0]).size == (256, 256)
@@ -172,7 +172,7 @@ def test_image_to_image_and_ip_adapter_handlers(built, upload_dir):
                                      strength=0.5, request=None, progress=None, **SMALL)))[0]
     assert np.array_equal(np.asarray(Image.open(same[0][0])), np.asarray(Image.open(gallery[0][0])))
 
-    ip_adapter = handler(app, "ip_adapter-api", "click")
+    ip_adapter = app.studio_tabs["ip_adapter"].handler
     gallery, result = final(list(ip_adapter("", "", num_inference_steps=2, seed=3, num_images=1,
                                             ip_adapter_image=reference, ip_adapter_scale=0.7, image=None,
                                             strength=0.7, request=None, progress=None, **SMALL)))
@@ -182,14 +182,14 @@ def test_image_to_image_and_ip_adapter_handlers(built, upload_dir):
 
 def test_image_handlers_refuse_missing_images_and_files_outside_the_uploads(built, tmp_path):
     app, _ = built
-    image_to_image = handler(app, "image_to_image-api", "click")
+    image_to_image = app.studio_tabs["image_to_image"].handler
     outside = tmp_path / "secret.png"
     gradient().save(outside)
     for image, message in [(None, "image: an image is required"), (str(outside), "image")]:
         with pytest.raises(gr.Error, match=message):
             list(image_to_image("a painting", "", num_inference_steps=4, seed=7, num_images=1, image=image,
                                 strength=0.5, request=None, progress=None, **SMALL))
-    ip_adapter = handler(app, "ip_adapter-api", "click")
+    ip_adapter = app.studio_tabs["ip_adapter"].handler
     with pytest.raises(gr.Error, match="ip_adapter_image: an image is required"):
         list(ip_adapter("", "", num_inference_steps=2, seed=3, num_images=1, ip_adapter_image=None,
                         ip_adapter_scale=0.7, image=None, strength=0.7, request=None, progress=None, **SMALL))
@@ -201,6 +201,7 @@ def test_finished_runs_are_saved_to_the_outputs_folder_when_enabled(settings, ma
     request = GenerationRequest("一只红色的狐狸, a red fox", "blurry", **SMALL)
     images = [GeneratedImage(Image.open(path), p["seed"], p) for (path, _), p in zip(gallery, result["images"])]
     finish(ctx, GenerationResult(images, request))
+    assert ctx.saver.wait(30)  # written in the background, after the answer
     saved = sorted(tmp_path.rglob("*.png"))
     assert [read_image_parameters(path).parameters for path in saved] == result["images"]
     assert finish(ctx, GenerationResult([], request, stopped=True)) == ([], {

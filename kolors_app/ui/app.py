@@ -308,4 +308,5 @@ def create_app(ctx: AppContext) -> gr.Blocks:
         app.load(on_load, settings_text, load_outputs, queue=False, api_visibility="private",
                  js="() => [window.kolorsStudio ? window.kolorsStudio.loadSettings() : '']")
         gr.Timer(3.0).tick(status_now, None, status, queue=False, api_visibility="private")
+    app.studio_tabs = tabs  # for tests: each tab's request handler
     return app

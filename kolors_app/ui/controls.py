@@ -103,8 +103,6 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
         with gr.Column(scale=2, min_width=160, elem_classes="studio-buttons"):
             generate = gr.Button(i18n("generate"), variant="primary", size="lg", elem_id=f"{mode}-generate")
             stop = gr.Button(i18n("stop"), variant="stop", interactive=False, elem_id=f"{mode}-stop")
-            # The API's endpoint: same handler, its own outputs (the page's event adds the progress line).
-            api_trigger = gr.Button(visible=False, elem_id=f"{mode}-api")
     with gr.Row(equal_height=False, elem_classes="studio-main"):
         with gr.Column(scale=5, elem_classes="studio-settings"):
             extra = gr.Column()
@@ -153,7 +151,7 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
     controls = GenerationControls(prompt, negative_prompt, token_count, aspect, width, height, num_inference_steps,
                                   guidance_scale, scheduler_box, seed, random_seed, reuse_seed, num_images, generate,
                                   stop, gallery, result, selected, selected_index, use_settings, send_i2i, send_ip,
-                                  progress, infotext, reset, api_trigger, scheduler_state)
+                                  progress, infotext, reset, None, scheduler_state)
     _wire_local_events(controls, limits)
     return controls, extra
 

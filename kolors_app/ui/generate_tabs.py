@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from ..images import load_image, size_for
 from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
+from .api_endpoints import wire_program_endpoint
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
 from .runner import AppContext, Frame, as_text, finish, progress_line, run_frames, run_request, session_of
@@ -43,6 +44,7 @@ class GenerationTab:
     run_event: object = None
     options: dict[str, gr.components.Component] = field(default_factory=dict)
     examples: gr.Dataset | None = None
+    handler: object = None  # the request as a generator of (gallery, result), for tests and benches
 
 
 def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool, lang: str = "en"):
@@ -185,12 +187,12 @@ def snap_request_sizes(ctx: AppContext, width, height, lang: str) -> tuple:
 def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inputs: list,
           page_inputs: list | None = None) -> None:
     c = tab.controls
+    tab.handler = handler
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
-    # The API endpoint, on an invisible button. preprocess=False: every value reaches validate() as sent, so
-    # each bad one gets an error naming its field.
-    c.api_trigger.click(handler, c.request_inputs() + extra_inputs, [c.gallery, c.result], api_name=tab.mode,
-                        concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False)
+    # Programs call `/<mode>` (api_endpoints.py): finished PNGs, no per-step traffic.
+    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs, [c.gallery, c.result],
+                          lambda name, value, required: _image(ctx, name, value, required))
 
     def prepare(request: gr.Request = None):
         # Stop works from the click on, also while the run waits for its turn in the queue.
@@ -200,8 +202,8 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
     outputs = [c.gallery, c.result, c.progress, c.infotext, c.selected, c.selected_index]
     run = (c.generate.click(prepare, None, c.stop, queue=False, api_visibility="private")
            .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []), outputs,
-                 concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False, show_progress="hidden",
-                 api_visibility="private"))
+                 api_name=f"{tab.mode}_live", api_visibility="undocumented", concurrency_id=GPU_QUEUE,
+                 concurrency_limit=1, preprocess=False, show_progress="hidden"))
     run.then(lambda: gr.Button(interactive=False), None, c.stop, queue=False, api_visibility="private")
 
     def stop(request: gr.Request = None):

@@ -10,12 +10,11 @@ import re
 import threading
 import time
 import traceback
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
+import anyio
 import gradio as gr
 
 from ..config import Settings, on_spaces
@@ -23,16 +22,20 @@ from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
-from ..metadata import png_bytes
 from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
+from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
 from .i18n import tr
 
 log = logging.getLogger(__name__)
-# Live previews are decided by time, not by step count: at most this many a second, whatever the step rate.
-PREVIEWS_PER_SECOND = 2
-# Download names: the outputs folder's number and seed, then a few words of the prompt.
+# The page gets progress at most every UPDATE_SECONDS and a preview at most every PREVIEW_SECONDS: decided by the
+# clock, so that a fast GPU run is not slowed by messages (bench/README.md measures their cost).
+UPDATE_SECONDS = 0.2
+PREVIEW_SECONDS = 1.0
+# The page: a preview at most twice a second (where the user looks, beside the progress line).
+PAGE_PREVIEW_SECONDS = 0.5
+# Download names: a number and the seed, then a few words of the prompt.
 SLUG_CHARS = 32
 _numbers = itertools.count(1)
 
@@ -92,6 +95,9 @@ class AppContext:
     manager: PipelineManager
     runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
+    update_seconds: float = UPDATE_SECONDS
+    preview_seconds: float = PREVIEW_SECONDS
+    saver: BackgroundSaver | None = None
 
     def generate(self, request: GenerationRequest, control: RunControl) -> GenerationResult:
         """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
@@ -102,6 +108,8 @@ class AppContext:
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
             self.outputs = OutputStore(self.settings.outputs_dir)
+        if self.saver is None and self.outputs is not None:
+            self.saver = BackgroundSaver(self.outputs)
 
 
 @gpu_decorator()
@@ -178,8 +186,7 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
     control = RunControl(
         on_progress=lambda step, total: events.put(("progress", step, total, time.perf_counter())),
         on_preview=lambda step, image: events.put(("preview", step, image, time.perf_counter())),
-        # A preview costs one tiny matmul on the latents; which ones reach the visitor is decided by time below.
-        preview_every=1,
+        preview_seconds=min(ctx.preview_seconds, PAGE_PREVIEW_SECONDS),
         stop=stop,
     )
 
@@ -191,7 +198,6 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
 
     started = time.perf_counter()
     first_step = None  # (step, time) of the first step seen: the rate leaves out loading and the text encoder
-    last_preview_at = 0.0
     frame = Frame("wait")
     threading.Thread(target=work, daemon=True, name=f"generate-{session[:8]}").start()
     try:
@@ -211,8 +217,7 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
                     # Back to gradio after every step: a cancelled run (an API client's cancel) can only be
                     # closed at a yield, and closing it stops the worker through the finally below.
                     yield frame
-                elif now - last_preview_at >= 1 / PREVIEWS_PER_SECOND:
-                    last_preview_at = now
+                else:  # generation already decides previews by time
                     frame = Frame("preview", step, total, now - started, rate, value)
                     yield frame
             elif kind == "error":
@@ -230,14 +235,29 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
 
 def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                 progress: gr.Progress | None) -> Iterator[tuple]:
-    """The API's view of a run: (gallery, result) pairs, live previews while it goes, then the final PNGs."""
-    for frame in run_frames(ctx, request, http, progress):
+    """(gallery, result) pairs: previews while the run goes (progress every ctx.update_seconds), then the PNGs."""
+    last_update = 0.0
+    for frame in run_frames(ctx, request, http, progress if progress is None else _Throttled(ctx, progress)):
         if frame.kind == "done":
-            yield finish(ctx, frame.result)
+            yield finish(ctx, frame.result, "en", frame)
         elif frame.kind == "preview":
             yield [(frame.image, f"preview, step {frame.step}")], gr.skip()
-        else:
+        elif time.monotonic() - last_update >= ctx.update_seconds:
+            last_update = time.monotonic()
             yield gr.skip(), gr.skip()
+
+
+class _Throttled:
+    """gr.Progress called at most every ctx.update_seconds."""
+
+    def __init__(self, ctx: AppContext, progress):
+        self.ctx, self.progress, self.last = ctx, progress, 0.0
+
+    def __call__(self, *args, **kwargs):
+        now = time.monotonic()
+        if now - self.last >= self.ctx.update_seconds:
+            self.last = now
+            self.progress(*args, **kwargs)
 
 
 def raise_public(ctx: AppContext, error: Exception, http: gr.Request | None = None):
@@ -253,6 +273,32 @@ def raise_public(ctx: AppContext, error: Exception, http: gr.Request | None = No
                    print_exception=False) from None
 
 
+def finish(ctx: AppContext, result: GenerationResult, lang: str = "en", last: Frame | None = None) -> tuple:
+    """Gallery items and the JSON result of a finished (or stopped) run.
+
+    A stopped run keeps what it had: its last preview, captioned with the step it stopped at.
+    """
+    tell(result, lang, last)
+    gallery, summary = result_files(ctx, result, lang)
+    if result.stopped:
+        step = last.step if last is not None else 0
+        summary["stopped_at_step"] = step
+        if last is not None and last.image is not None:
+            gallery = [(last.image, tr(lang, "caption_stopped", step=step, total=last.total))]
+    return gallery, summary
+
+
+def tell(result: GenerationResult, lang: str = "en", last: Frame | None = None) -> None:
+    """Show a run's notes to the visitor (gradio's toasts; an API client gets them as log messages)."""
+    if result.stopped:
+        if last is not None and last.step:
+            gr.Info(tr(lang, "stopped", step=last.step, total=last.total), title=tr(lang, "title_info"))
+        else:
+            gr.Info(tr(lang, "stopped_early"), title=tr(lang, "title_info"))
+    for warning in result.warnings:
+        gr.Warning(as_text(warning), title=tr(lang, "title_warning"))
+
+
 def slug(prompt: str) -> str:
     """A few words of the prompt for a file name: letters and digits joined by '-', at most SLUG_CHARS."""
     words = re.findall(r"\w+", prompt.casefold())
@@ -266,46 +312,56 @@ def slug(prompt: str) -> str:
 
 
 def download_name(number: int, parameters: dict) -> str:
-    """'00012-1234-red-fox.png': the outputs folder's number and seed, then a prompt slug."""
+    """'00012-1234-red-fox.png': a number and the seed, as in the outputs folder, then a prompt slug."""
     seed = parameters.get("seed")
     parts = [f"{number:05d}"] + ([str(seed)] if isinstance(seed, int) and not isinstance(seed, bool) else [])
     words = slug(str(parameters.get("prompt", "")))
     return "-".join(parts + ([words] if words else [])) + ".png"
 
 
-def gallery_file(image, parameters: dict, number: int) -> str:
-    """The PNG (parameters inside) written once into gradio's cache under its download name."""
-    folder = Path(gr.utils.get_upload_folder()) / "results" / uuid.uuid4().hex
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / download_name(number, parameters)
-    path.write_bytes(png_bytes(image, parameters))
-    return str(path)
-
-
-def finish(ctx: AppContext, result: GenerationResult, lang: str = "en", last: Frame | None = None) -> tuple:
-    """Gallery items and the JSON result of a finished (or stopped) run.
-
-    A stopped run keeps what it had: its last preview, captioned with the step it stopped at.
-    """
+def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") -> tuple:
+    """Gallery items (PNG files, each encoded once) and the JSON result; the outputs copy is queued, not waited for."""
     if result.stopped:
-        step = last.step if last is not None else 0
-        if last is not None and last.image is not None:
-            gr.Info(tr(lang, "stopped", step=step, total=last.total), title=tr(lang, "title_info"))
-            gallery = [(last.image, tr(lang, "caption_stopped", step=step, total=last.total))]
-        else:
-            gr.Info(tr(lang, "stopped_early"), title=tr(lang, "title_info"))
-            gallery = []
-        return gallery, {"images": [], "stopped": True, "stopped_at_step": step, "warnings": result.warnings}
-    for warning in result.warnings:
-        gr.Warning(as_text(warning), title=tr(lang, "title_warning"))
+        return [], {"images": [], "stopped": True, "warnings": result.warnings}
     gallery = []
+    folder = gr.utils.get_upload_folder()
     for item in result.images:
-        number = next(_numbers)
-        if ctx.outputs is not None:
-            saved = ctx.outputs.save(item.image, item.parameters)
-            found = re.match(r"\d+", saved.name)
-            number = int(found.group()) if found else number
-        gallery.append((gallery_file(item.image, item.parameters, number), tr(lang, "caption_seed", seed=item.seed)))
+        data = encode_png(item.image, item.parameters)
+        # A file already in gradio's cache folder is served as it is: gradio neither encodes nor copies it again.
+        name = download_name(next(_numbers), item.parameters)
+        gallery.append((write_served_png(data, folder, name), tr(lang, "caption_seed", seed=item.seed)))
+        if ctx.saver is not None:
+            ctx.saver.save(item.parameters, data)
     summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
+
+
+def produce(ctx: AppContext, request: GenerationRequest, control: RunControl) -> tuple[GenerationResult, tuple]:
+    """Generate and write the files, in one worker thread: the result and its (gallery, summary)."""
+    result = ctx.generate(request, control)
+    return result, result_files(ctx, result)
+
+
+async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.Request | None) -> tuple:
+    """(gallery, result) of a finished run for an API client: no per-step messages, cancellable at any time.
+
+    The worker runs in a thread; when gradio cancels this call (the client's cancel), the finally
+    below sets the stop flag and the worker ends at its next step.
+    """
+    try:
+        request = validate(request, ctx.settings.limits)
+    except ValidationError as error:
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
+    session = session_of(http)
+    stop = ctx.runs.start(session)
+    try:
+        result, answer = await anyio.to_thread.run_sync(produce, ctx, request, RunControl(stop=stop),
+                                                        abandon_on_cancel=True)
+    except Exception as error:  # reported to the caller as a short message; CancelledError passes through
+        raise_public(ctx, error, http)
+    finally:
+        stop.set()
+        ctx.runs.finish(session, stop)
+    tell(result)
+    return answer
