@@ -127,7 +127,10 @@ def test_stop_ends_the_visitors_run_with_no_images_and_frees_the_model(built, ma
     started = time.perf_counter()
     outputs = list(run_request(ctx, GenerationRequest("a fox", num_inference_steps=150, seed=1, **SMALL),
                                gr.Request(session_hash="visitor-1"), progress))
-    assert final(outputs) == ([], {"images": [], "stopped": True, "stopped_at_step": 0, "warnings": []})
+    # Stop keeps what the run had: its last preview, captioned with the step it stopped at.
+    gallery, summary = final(outputs)
+    assert summary == {"images": [], "stopped": True, "stopped_at_step": 3, "warnings": []}
+    assert [caption for _, caption in gallery] == ["stopped at step 3/150"] and gallery[0][0].size == (256, 256)
     assert max(step for step, _ in progress.steps) == 3
     assert time.perf_counter() - started < 60
     assert manager.run_lock.acquire(timeout=1)
