@@ -32,6 +32,9 @@ class Limits:
     max_prompt_tokens: int = 256
     max_image_pixels: int = 16_000_000
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_metadata_bytes: int = 4 * 1024 * 1024
+    max_frames: int = 100
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ _LIMIT_HELP = {
     "max_prompt_tokens": "text encoder tokens read from a prompt (longer prompts get a warning)",
     "max_image_pixels": "largest uploaded image in pixels",
     "max_upload_bytes": "largest upload in bytes",
+    "max_metadata_bytes": "most bytes of EXIF, ICC and compressed text an uploaded image may carry (tag copies counted)",
+    "max_frames": "most pages or frames an uploaded TIFF or WebP may have",
+    "max_jpeg_scans": "most scans an uploaded JPEG may have (each one decodes the whole image again)",
 }
 
 
@@ -243,7 +249,7 @@ def check(settings: Settings, sources: dict | None = None) -> None:
     if limits.min_size > limits.max_size:
         refuse("min_size", f"is above max_size ({limits.min_size} > {limits.max_size})")
     for name in ("max_steps", "max_images", "max_prompt_chars", "max_prompt_tokens", "max_image_pixels",
-                 "max_upload_bytes"):
+                 "max_upload_bytes", "max_metadata_bytes", "max_frames", "max_jpeg_scans"):
         if getattr(limits, name) < 1:
             refuse(name, f"must be at least 1, got {getattr(limits, name)}")
     if not limits.max_guidance > 0:

@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass, field
 
 import gradio as gr
-from PIL import Image
 
-from ..images import load_image, size_for
+from ..images import header_size, load_image, size_for
 from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
 from ..prompts import load_examples
 from .controls import GenerationControls, aspect_for, build_controls
@@ -61,12 +60,12 @@ def _examples(controls: GenerationControls, mode: str) -> None:
                 api_visibility="private")
 
 
-def size_of_upload(path: str | None):
+def size_of_upload(path: str | None, limits=None):
     """Width, height and preset matching an uploaded image's aspect ratio, at about one megapixel."""
     try:
-        with Image.open(path) as image:  # reads the header only
-            width, height = size_for(image.size)
-    except (OSError, ValueError, TypeError):  # unreadable: the generate handler reports it properly
+        size = header_size(path, limits, allowed_roots=[gr.utils.get_upload_folder()])  # structure, header only
+        width, height = size_for(size, limits=limits)
+    except (ValidationError, TypeError):  # unreadable: the generate handler reports it properly
         return gr.skip(), gr.skip(), gr.skip()
     return width, height, aspect_for(width, height)
 
@@ -127,8 +126,9 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
         strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
                              elem_id="image_to_image-strength")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength})
-    image.upload(size_of_upload, image, [controls.width, controls.height, controls.aspect], queue=False,
-                 api_visibility="private")
+    image.upload(lambda path: size_of_upload(path, ctx.settings.limits), image,
+                 [controls.width, controls.height, controls.aspect], queue=False, api_visibility="private",
+                 api_name="size_of_upload")
     _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
