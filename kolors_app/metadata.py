@@ -267,7 +267,8 @@ def parse_parameters(text: str) -> ImageParameters:
         if label in labels:
             try:
                 number = convert(labels[label])
-                if isinstance(number, float) and not math.isfinite(number):
+                # JSON (and so the page) holds 64-bit integers at most.
+                if isinstance(number, float) and not math.isfinite(number) or abs(number) >= 2**63:
                     raise ValueError
                 found[key] = number
             except ValueError:
@@ -275,7 +276,8 @@ def parse_parameters(text: str) -> ImageParameters:
     if "Size" in labels:
         size = SIZE_PATTERN.match(labels["Size"])
         if size:
-            found["width"], found["height"] = int(size.group(1)), int(size.group(2))
+            found["width"], found["height"] = (int(side) if len(side) < 19 else 2**63 - 1
+                                               for side in size.groups())
         else:
             notes.append(f"Size {labels['Size']!r} is not WIDTHxHEIGHT; left at its default")
     if "Sampler" in labels:

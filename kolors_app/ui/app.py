@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ..params import ValidationError
+from ..config import Limits
 from ..metadata import clean_parameters
+from ..ranges import check_restorable
 from .controls import control_updates, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, text_to_image_tab
 from .history_tab import history_state, history_tab, record_run, render
@@ -21,12 +23,12 @@ footer { display: none !important; }
 """
 
 
-def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameters) -> dict:
+def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameters, limits: Limits = Limits()) -> dict:
     """Updates that put saved parameters into the tab of their mode and show that tab."""
     if not parameters:
         raise gr.Error("Nothing to restore: select an image or an entry first.", title="Nothing selected")
     try:
-        parameters = clean_parameters(parameters)
+        parameters = check_restorable(clean_parameters(parameters), limits)
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title="Invalid parameters") from None
     tab = tabs[parameters.get("mode", "text_to_image")]
@@ -75,7 +77,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
         outputs = restore_outputs(tabs, tabs_box)
 
         def restore(parameters):
-            return restore_updates(tabs, tabs_box, parameters)
+            return restore_updates(tabs, tabs_box, parameters, ctx.settings.limits)
 
         for tab in tabs.values():
             c = tab.controls

@@ -19,6 +19,7 @@ from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
 from ..metadata import JSON_KEY, PARAMETERS_KEY, format_parameters
+from ..quotas import check_work, resolve
 from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..zerogpu import gpu_decorator, on_zero_gpu
@@ -71,7 +72,7 @@ class AppContext:
 
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
-            self.outputs = OutputStore(self.settings.outputs_dir)
+            self.outputs = OutputStore(self.settings.outputs_dir, resolve(self.settings).outputs_free_bytes)
 
 
 @gpu_decorator()
@@ -109,6 +110,7 @@ def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | 
     """Yield (gallery, result) pairs: live previews while the run goes, then the final PNGs."""
     try:
         request = validate(request, ctx.settings.limits)
+        check_work(request, resolve(ctx.settings))
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title="Invalid input") from None
     session = session_of(http)
@@ -178,12 +180,14 @@ def finish(ctx: AppContext, result: GenerationResult) -> tuple:
         return [], {"images": [], "stopped": True, "warnings": result.warnings}
     for warning in result.warnings:
         gr.Warning(as_text(warning))
-    gallery = []
+    gallery, unsaved = [], 0
     for item in result.images:
         image = with_metadata(item.image, item.parameters)
         gallery.append((image, f"seed {item.seed}"))
         if ctx.outputs is not None:
-            ctx.outputs.save(item.image, item.parameters)
+            unsaved += not ctx.outputs.save_or_log(item.image, item.parameters)
+    if unsaved:
+        gr.Warning(f"{unsaved} image(s) were not saved on the server (its disk is full); download them now.")
     summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
