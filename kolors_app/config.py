@@ -183,7 +183,7 @@ QUOTA_HELP = {
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
     "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
-    "allowed_hosts": "comma-separated Host names answered (auto: localhost names for a loopback app, any otherwise)",
+    "allowed_hosts": "comma-separated Host names answered (auto: localhost names for a loopback app, any behind a proxy or public)",
 }
 _FIELD_HELP.update(QUOTA_HELP)
 

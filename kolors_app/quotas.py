@@ -59,6 +59,7 @@ def is_public(settings: Settings) -> bool:
 def resolve(settings: Settings) -> Quotas:
     """The quotas for these settings."""
     public = is_public(settings)
+    proxied = public if settings.behind_proxy is None else settings.behind_proxy
 
     def value(name: str):
         given = getattr(settings, name)
@@ -71,15 +72,14 @@ def resolve(settings: Settings) -> Quotas:
         max_request_bytes=value("max_request_mb") * mb, upload_quota_bytes=value("upload_quota_mb") * mb,
         upload_cache_bytes=value("upload_cache_mb") * mb, outputs_free_bytes=value("outputs_free_mb") * mb,
         unqueued_per_address=value("unqueued_per_address"), login_free_attempts=value("login_free_attempts"),
-        trust_forwarded=public if settings.behind_proxy is None else settings.behind_proxy,
-        allowed_hosts=allowed_hosts(settings, public))
+        trust_forwarded=proxied, allowed_hosts=allowed_hosts(settings, public or proxied))
 
 
-def allowed_hosts(settings: Settings, public: bool) -> tuple[str, ...] | None:
-    """Host names a local app answers to (DNS-rebinding protection); None (any) for a public one."""
+def allowed_hosts(settings: Settings, reached_by_name: bool) -> tuple[str, ...] | None:
+    """Host names a local app answers to (DNS-rebinding protection); None (any) for a public or proxied one."""
     if settings.allowed_hosts:
         return tuple(name.strip().lower() for name in settings.allowed_hosts.split(",") if name.strip())
-    if public or settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if reached_by_name or settings.host not in ("127.0.0.1", "localhost", "::1"):
         return None  # reached by a name this app cannot know; --allowed-hosts restricts it
     return LOCAL_HOSTS
 

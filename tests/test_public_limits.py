@@ -122,6 +122,7 @@ def test_a_full_outputs_disk_never_costs_the_images(app):
 def test_one_visitor_flooding_the_queue_does_not_hold_it(app):
     _process, url, _home = app
     normal = Visitor(url, "10.0.0.5")
+    assert normal.queued("text_to_image", small(num_inference_steps=1))["success"]  # warm: model loaded
     started = time.monotonic()
     assert normal.queued("text_to_image", small(num_inference_steps=1))["success"]
     alone = time.monotonic() - started
@@ -129,7 +130,8 @@ def test_one_visitor_flooding_the_queue_does_not_hold_it(app):
     sessions = [uuid.uuid4().hex[:12] for _ in range(16)]
     joins = [flooder.join("text_to_image", small(num_inference_steps=1), session) for session in sessions]
     accepted = [answer for answer in joins if answer.status_code == 200]
-    assert len(accepted) == 1, [answer.text[:80] for answer in joins]
+    # One at a time: a second is accepted only once the first has finished.
+    assert 1 <= len(accepted) <= 3, [answer.text[:80] for answer in joins]
     refused = [answer for answer in joins if answer.status_code != 200]
     assert all("queue" in answer.text.lower() for answer in refused)
     started = time.monotonic()
@@ -175,14 +177,18 @@ def test_a_local_app_answers_only_to_its_own_names(start_app):
 def test_logins_back_off(start_app):
     process, url, _log = start_app("--auth", "user:right-password", "--login-free-attempts", "3")
     try:
-        codes = []
+        answers = []
         started = time.monotonic()
         for _ in range(200):
-            codes.append(httpx.post(url + "login", data={"username": "user", "password": "wrong"}).status_code)
-        assert codes[:3] == [400] * 3 and set(codes[3:]) == {429}, codes[:10]
-        assert time.monotonic() - started < 30
-        # The right password is refused too while the back-off lasts, then accepted.
-        time.sleep(1.1)
+            answers.append(httpx.post(url + "login", data={"username": "user", "password": "wrong"}))
+        elapsed = time.monotonic() - started
+        codes = [answer.status_code for answer in answers]
+        # 3 free attempts, then one more each time the doubling wait (1 s, 2 s, 4 s...) has passed.
+        assert codes[:3] == [400] * 3 and codes[3] == 429 and set(codes) == {400, 429}, codes[:10]
+        assert codes.count(400) <= 3 + 1 + int(elapsed).bit_length(), (codes.count(400), elapsed)
+        print(f"200 wrong passwords in {elapsed:.1f} s: {codes.count(400)} checked, {codes.count(429)} refused")
+        # The right password waits for the back-off too, then is accepted.
+        time.sleep(float(answers[-1].headers["retry-after"]) + 0.2)
         assert httpx.post(url + "login", data={"username": "user", "password": "right-password"}).status_code == 200
     finally:
         stop_process(process)
