@@ -242,16 +242,26 @@ class OutputStore:
         self._lock = threading.Lock()
         self._next_numbers: dict[Path, int] = {}
 
-    def save_or_log(self, image: Image.Image, parameters: dict[str, Any]) -> Path | None:
+    def save_or_log(self, image: Image.Image | None, parameters: dict[str, Any], *,
+                    data: bytes | None = None) -> Path | None:
         """save(), or None with the reason logged when the disk is full or unwritable: the visitor keeps the image."""
         try:
-            return self.save(image, parameters)
+            return self.save(image, parameters, data=data)
         except OSError as error:
             logger.warning("server copy not saved: %s", error)
             return None
 
-    def save(self, image: Image.Image, parameters: dict[str, Any], *, now: float | None = None) -> Path:
-        """Save one image with its parameters; returns the new file's path.
+    def has_room(self) -> bool:
+        """Whether the outputs disk has more than the free-space floor left."""
+        try:
+            return not self.free_bytes or shutil.disk_usage(self.root if self.root.exists() else
+                                                            self.root.parent).free >= self.free_bytes
+        except OSError:
+            return False
+
+    def save(self, image: Image.Image | None, parameters: dict[str, Any], *, now: float | None = None,
+             data: bytes | None = None) -> Path:
+        """Save one image with its parameters (`data`: its PNG already encoded); returns the new file's path.
 
         OSError(ENOSPC) when saving would leave less than `free_bytes` free on the disk.
         """
@@ -265,7 +275,7 @@ class OutputStore:
             while True:
                 path = folder / _file_name(number, parameters.get("seed"))
                 try:
-                    save_png(image, parameters, path, overwrite=False)
+                    save_png(image, parameters, path, overwrite=False, data=data)
                     break
                 except FileExistsError:  # another process took this number
                     number += 1

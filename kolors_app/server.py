@@ -13,8 +13,9 @@ from .config import Settings
 from .http_guard import Gatekeeper, client_address
 from .pipelines import PipelineManager
 from .quotas import QueueQuota, Quotas, resolve
-from .ui.app import CSS, create_app
+from .ui.app import CSS, HEAD, create_app
 from .ui.i18n import i18n
+from .ui.mcp import mcp_lifespan
 from .ui.runner import AppContext
 from .zerogpu import on_zero_gpu
 
@@ -83,6 +84,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         ctx.manager.load()
     elif settings.preload:
         threading.Thread(target=ctx.manager.load, name="preload", daemon=True).start()
+    routes = []
+    if settings.api:
+        from .a1111 import a1111_router
+
+        # Given to the FastAPI app at its creation, so they come before gradio's own routes.
+        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue)).routes
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -95,9 +102,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         show_error=False,
         state_session_capacity=quotas.sessions,
         app_kwargs={"middleware": [Middleware(Gatekeeper, quotas=quotas, max_upload_bytes=settings.limits.max_upload_bytes,
-                                              upload_dir=gr.utils.get_upload_folder())]},
+                                              upload_dir=gr.utils.get_upload_folder())], "routes": routes,
+                    **({"lifespan": mcp_lifespan(app)} if settings.mcp else {})},
+        mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,
+        head=HEAD,
         **overrides,
     )
     return app, ctx
