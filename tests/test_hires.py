@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors_app import hires, tiny_addons, upscalers
+from kolors_app import hires, tiny_creative, upscalers
 from kolors_app.config import Limits
 from kolors_app.params import ValidationError
 from kolors_app.tiny import KOLORS_REPO
@@ -14,8 +14,8 @@ from kolors_app.tiny import KOLORS_REPO
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     folder = tmp_path_factory.mktemp("upscalers")
-    tiny_addons.build_esrgan(folder / "tiny-esrgan-4x.safetensors")
-    tiny_addons.build_esrgan(folder / "tiny-esrgan-2x.safetensors", scale=2)
+    tiny_creative.build_esrgan(folder / "tiny-esrgan-4x.safetensors")
+    tiny_creative.build_esrgan(folder / "tiny-esrgan-2x.safetensors", scale=2)
     (folder / "broken.pth").write_bytes(b"not a model")
     return upscalers.UpscalerLibrary(folder)
 

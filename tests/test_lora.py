@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kolors_app import lora, tiny_addons
+from kolors_app import lora, tiny_creative
 from kolors_app.embeddings import EmbeddingCaches
 from kolors_app.tiny import KOLORS_REPO, _install_repo
 
@@ -25,10 +25,10 @@ def run(pipe, **extra):
 @pytest.fixture(scope="module")
 def lora_dir(tiny_dir, tmp_path_factory):
     pipe = fresh_pipe(tiny_dir)
-    folder = tiny_addons.build_lora_folder(pipe, tmp_path_factory.mktemp("loras"))
+    folder = tiny_creative.build_lora_folder(pipe, tmp_path_factory.mktemp("loras"))
     # Kolors' DreamBooth layout: U-Net LoRA file plus a PEFT adapter folder for ChatGLM.
-    tiny_addons.build_diffusers_lora(pipe, folder / "tiny-dreambooth", seed=40)
-    tiny_addons.build_peft_text_encoder_adapter(pipe, folder / "tiny-dreambooth" / "text_encoder")
+    tiny_creative.build_diffusers_lora(pipe, folder / "tiny-dreambooth", seed=40)
+    tiny_creative.build_peft_text_encoder_adapter(pipe, folder / "tiny-dreambooth" / "text_encoder")
     return folder
 
 
@@ -168,7 +168,7 @@ def test_dreambooth_peft_text_encoder_adapter_equals_transformers_load_adapter(t
     bare.load_lora_weights(lora_dir / "tiny-dreambooth", adapter_name="d")
     adapter = lora_dir / "tiny-dreambooth" / "text_encoder"
     state = {k.removeprefix("base_model.model."): v for k, v in load_file(adapter / "adapter_model.safetensors").items()}
-    config = LoraConfig(r=tiny_addons.RANK, lora_alpha=tiny_addons.RANK, target_modules=tiny_addons.TEXT_ENCODER_TARGETS)
+    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=tiny_creative.RANK, target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
     bare.text_encoder.load_adapter(adapter_name="d", adapter_state_dict=state, peft_config=config)
     bare.set_adapters(["d"], [0.6])
     assert np.array_equal(run(ours), run(bare))
