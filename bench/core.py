@@ -14,8 +14,8 @@ from PIL import Image
 from kolors_app.config import Settings
 from kolors_app.embeddings import caches_for
 from kolors_app.generation import generate
-from kolors_app.params import IPAdapterRequest, TextToImageRequest
-from kolors_app.pipelines import PipelineManager
+from kolors_app.params import GenerationRequest, Reference
+from kolors_app.pipelines import PipelineKey, PipelineManager
 from kolors_app.schedulers import build_scheduler
 
 from .common import ForwardCounter, Row, medians, paired_ratio, quiet, row, timed, tiny_settings
@@ -23,6 +23,7 @@ from .common import ForwardCounter, Row, medians, paired_ratio, quiet, row, time
 PROMPT = "一只戴着草帽的橘猫, an orange cat in a straw hat, watercolor"
 # The overhead is a few percent at most: it needs more pairs than the other measurements.
 OVERHEAD_REPEATS = 9
+I2I_KEY, IP_KEY, IP_INIT_KEY = PipelineKey("init"), PipelineKey(reference=True), PipelineKey("init", reference=True)
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ def loaded_manager(case: Case, **changes) -> PipelineManager:
     return manager
 
 
-def request_for(case: Case, seed: int, **changes) -> TextToImageRequest:
+def request_for(case: Case, seed: int, **changes) -> GenerationRequest:
     """The benchmark's request for this case."""
     values = dict(prompt=PROMPT, width=case.size, height=case.size, num_inference_steps=case.steps,
                   guidance_scale=5.0, seed=seed)
-    return TextToImageRequest(**{**values, **changes})
+    return GenerationRequest(**{**values, **changes})
 
 
 def bare_call(pipe, case: Case, seed: int):
@@ -69,7 +70,7 @@ def bare_call(pipe, case: Case, seed: int):
 def measure_overhead(case: Case, repeats: int) -> list[Row]:
     """1. One generation through generate() (caches emptied first) against the bare diffusers call."""
     manager = loaded_manager(case)
-    pipe, config = manager.pipeline("text_to_image"), dict(manager.scheduler_config)
+    pipe, config = manager.pipeline(), dict(manager.scheduler_config)
     caches = caches_for(manager)
 
     def core(seed):
@@ -141,8 +142,8 @@ def measure_reseed(case: Case, repeats: int) -> list[Row]:
 def measure_ip_reseed(case: Case, repeats: int) -> list[Row]:
     """2b. IP-Adapter with the same reference image and a new seed: image-encoder forward calls."""
     manager = loaded_manager(case)
-    encoder = quiet(manager.pipeline("ip_adapter")).image_encoder
-    quiet(manager.pipeline("text_to_image"))
+    encoder = quiet(manager.pipeline(IP_KEY)).image_encoder
+    quiet(manager.pipeline())
     caches = caches_for(manager)
     counter = ForwardCounter(encoder)
     reference = Image.new("RGB", (512, 384), (180, 60, 40))
@@ -150,7 +151,7 @@ def measure_ip_reseed(case: Case, repeats: int) -> list[Row]:
                 guidance_scale=6.5)
 
     def run(seed, image):
-        return generate(manager, IPAdapterRequest(ip_adapter_image=image, seed=seed, **base))
+        return generate(manager, GenerationRequest(reference=Reference(image), seed=seed, **base))
 
     run(0, reference)  # warm-up
     first, again, first_calls, again_calls = [], [], [], []
@@ -196,15 +197,14 @@ def measure_switch(case: Case, repeats: int) -> list[Row]:
         loads.append(timed(manager.load))
     base = manager.load()
     base_tensors = {name: _tensors(getattr(base, name)) for name in ("unet", "vae", "text_encoder")}
-    first_i2i = timed(lambda: manager.pipeline("image_to_image"))
-    first_ip = timed(lambda: manager.pipeline("ip_adapter"))
-    first_ip_init = timed(lambda: manager.pipeline("ip_adapter", with_init_image=True))
-    cycle = [("text_to_image", False), ("image_to_image", False), ("ip_adapter", False), ("ip_adapter", True)]
-    switches = [timed(lambda: manager.pipeline(mode, with_init_image=init))
-                for _ in range(max(repeats, 5)) for mode, init in cycle]
-    pipes = [manager.pipeline(mode, with_init_image=init) for mode, init in cycle]
+    first_i2i = timed(lambda: manager.pipeline(I2I_KEY))
+    first_ip = timed(lambda: manager.pipeline(IP_KEY))
+    first_ip_init = timed(lambda: manager.pipeline(IP_INIT_KEY))
+    cycle = [PipelineKey(), I2I_KEY, IP_KEY, IP_INIT_KEY]
+    switches = [timed(lambda: manager.pipeline(key)) for _ in range(max(repeats, 5)) for key in cycle]
+    pipes = [manager.pipeline(key) for key in cycle]
     duplicated = duplicated_bytes(base_tensors, pipes)
-    manager.pipeline("text_to_image")
+    manager.pipeline()
     shared = sum(t.numel() * t.element_size() for tensors in base_tensors.values() for t in tensors.values())
     load, measure, clock = medians(loads), "3 pipeline switch", case.clock
     return [

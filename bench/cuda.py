@@ -9,7 +9,7 @@ import torch
 
 from kolors_app.config import Settings
 from kolors_app.generation import RunControl, generate
-from kolors_app.params import TextToImageRequest
+from kolors_app.params import GenerationRequest
 
 from .common import Row, median, row
 from .core import PROMPT, Case, loaded_manager
@@ -27,7 +27,7 @@ def run_timed(manager, steps: int, size: int, seed: int) -> tuple[float, float]:
         torch.cuda.synchronize()
         marks.append(time.perf_counter())
 
-    request = TextToImageRequest(prompt=PROMPT, width=size, height=size, num_inference_steps=steps,
+    request = GenerationRequest(prompt=PROMPT, width=size, height=size, num_inference_steps=steps,
                                  guidance_scale=5.0, scheduler=SCHEDULER, seed=seed)
     torch.cuda.synchronize()
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def measure_plan(model: str, plan, repeats: int, size: int = 1024, step_counts=(
                         offload=offload, text_encoder=text_encoder, save_outputs=False)
     try:
         manager = loaded_manager(Case(label, settings, step_counts[0], size))
-        generate(manager, TextToImageRequest(prompt=PROMPT, width=size, height=size, num_inference_steps=2,
+        generate(manager, GenerationRequest(prompt=PROMPT, width=size, height=size, num_inference_steps=2,
                                              scheduler=SCHEDULER, seed=0))
     except Exception as error:  # a plan this build or GPU cannot run is a result, not a crash of the suite
         return [row("6 CUDA", label, "skipped", None, note=f"{type(error).__name__}: {error}"[:160])]

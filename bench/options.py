@@ -61,7 +61,7 @@ def _row(case, name, sample, baseline, image, reference, peak, note="") -> Row:
 
 def _compiled(case: Case, repeats: int, baseline: Sample, reference: np.ndarray) -> Row:
     manager = loaded_manager(case)
-    pipe = manager.pipeline("text_to_image")
+    pipe = manager.pipeline()
     compile_unet(pipe.unet)
     sizes = ((case.size, case.size), (case.size + 64, case.size))
     warm = timed(lambda: warm_up(pipe, sizes=sizes))

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from kolors_app.generation import generate
-from kolors_app.params import TextToImageRequest
+from kolors_app.params import GenerationRequest
 
 from .common import ROOT, Row, Sample, medians, row, timed
 from .core import PROMPT, loaded_manager, tiny_case
@@ -143,14 +143,14 @@ def measure_http(threads: int, repeats: int) -> list[Row]:
         wait_for_http(url, process, started)
         client = Client(url, verbose=False)
         api_call(client, seed=0)  # warm-up: loads the model and fills the prompt cache
-        generate(manager, TextToImageRequest(**request, seed=0))
+        generate(manager, GenerationRequest(**request, seed=0))
         api, core = [], []
         for seed in range(1, repeats + 1):
             server_cpu = process_cpu(process)
             sample = timed(lambda: api_call(client, seed))
             sample.cpu += process_cpu(process) - server_cpu  # the client's CPU here plus the server's there
             api.append(sample)
-            core.append(timed(lambda: generate(manager, TextToImageRequest(**request, seed=seed))))
+            core.append(timed(lambda: generate(manager, GenerationRequest(**request, seed=seed))))
     api, core = medians(api), medians(core)
     return [
         row("5 HTTP API", "tiny", "core generate()", core),

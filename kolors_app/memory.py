@@ -64,7 +64,7 @@ class Features:
     @classmethod
     def of(cls, request) -> "Features":
         """The features of a generation request."""
-        return cls(request.width, request.height, request.num_images, request.mode == "ip_adapter")
+        return cls(request.width, request.height, request.num_images, request.reference is not None)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import io
 import json
@@ -19,7 +18,7 @@ from PIL import Image, PngImagePlugin
 
 from .config import Limits
 from .images import DECODE_ERRORS
-from .params import IMAGE_FIELDS, MODEL_NAME, REQUEST_TYPES, ValidationError
+from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
 PARAMETERS_KEY = "parameters"  # the A1111 text chunk
@@ -167,10 +166,6 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def _request_fields(mode: str) -> dict[str, str]:
-    return {f.name: f.type for f in dataclasses.fields(REQUEST_TYPES[mode]) if f.name not in IMAGE_FIELDS}
-
-
 def clean_parameters(values: Any, field_name: str = "parameters", limits: Limits = Limits()) -> dict[str, Any]:
     """Check the types of a request dict from outside (a file, a browser); unknown keys are dropped.
 
@@ -179,10 +174,10 @@ def clean_parameters(values: Any, field_name: str = "parameters", limits: Limits
     if not isinstance(values, dict):
         raise ValidationError(field_name, f"must be an object, got {type(values).__name__}")
     mode = values.get("mode", "text_to_image")
-    if mode not in REQUEST_TYPES:
-        raise ValidationError(f"{field_name}.mode", f"must be one of {sorted(REQUEST_TYPES)}, got {mode!r}")
+    if mode not in MODES:
+        raise ValidationError(f"{field_name}.mode", f"must be one of {sorted(MODES)}, got {mode!r}")
     cleaned: dict[str, Any] = {"mode": mode}
-    for name, kind in _request_fields(mode).items():
+    for name, kind in parameter_kinds(mode).items():
         if name in values:
             cleaned[name] = _typed(f"{field_name}.{name}", values[name], kind, limits)
     if "model" in values:
@@ -200,6 +195,10 @@ def _typed(name: str, value: Any, kind: str, limits: Limits) -> Any:
                 or value != int(value) or abs(value) > 2**63:
             raise ValidationError(name, f"must be a whole number, got {value!r}")
         return int(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValidationError(name, f"must be true or false, got {value!r}")
+        return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValidationError(name, f"must be a number, got {value!r}")
@@ -295,7 +294,7 @@ def parse_parameters(text: str) -> ImageParameters:
 
 def _mode(labels: dict[str, str], notes: list[str]) -> str:
     if "Mode" in labels:
-        if labels["Mode"] in REQUEST_TYPES:
+        if labels["Mode"] in MODES:
             return labels["Mode"]
         notes.append(f"Mode {labels['Mode']!r} is unknown; read as text_to_image")
         return "text_to_image"

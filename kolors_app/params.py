@@ -1,4 +1,4 @@
-"""Requests, results and their validation: every bad input is refused here, before any model work."""
+"""The generation request, its parts, results, and their validation: every bad input is refused here first."""
 
 from __future__ import annotations
 
@@ -16,7 +16,19 @@ from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
 MAX_SEED = 2**32 - 1
 MODEL_NAME = "Kolors"
-IMAGE_FIELDS = ("image", "ip_adapter_image")
+MODES = ("text_to_image", "image_to_image", "ip_adapter", "inpaint")
+CONTROL_TYPES = ("canny", "depth", "pose")
+MAX_CONTROL_UNITS = 3
+INPAINT_AREAS = ("whole", "masked")
+INPAINT_MODELS = ("inpainting", "base")
+OUTPAINT_SIDES = ("left", "right", "up", "down")
+# Settings a mode starts from when a saved or API request leaves them out (upstream's recommendations).
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "text_to_image": {"num_inference_steps": 50, "guidance_scale": 5.0},
+    "image_to_image": {"num_inference_steps": 50, "guidance_scale": 5.0, "strength": 0.7},
+    "ip_adapter": {"num_inference_steps": 25, "guidance_scale": 6.5, "strength": 0.7},
+    "inpaint": {"num_inference_steps": 25, "guidance_scale": 6.0, "strength": 0.999},
+}
 
 
 class ValidationError(ValueError):
@@ -28,8 +40,69 @@ class ValidationError(ValueError):
 
 
 @dataclass
-class TextToImageRequest:
-    """What a text-to-image generation needs."""
+class InitImage:
+    """Start from this image instead of noise; `strength` (0..1] says how much of it is repainted."""
+
+    image: Image.Image | None = field(default=None, repr=False)
+    strength: float = 0.7
+
+
+@dataclass
+class Inpaint:
+    """Repaint the init image only where the mask is white; needs `init`. Outpainting extends the canvas first.
+
+    `area`: "whole" picture, or "masked" (crop around the mask plus `padding`, generate, paste back).
+    `model`: "inpainting" (the 9-channel Kolors-Inpainting U-Net) or "base" (the base U-Net, latents
+    blended outside the mask). `outpaint`: pixels added on the left, right, top and bottom (the mask then
+    covers the new area too).
+    """
+
+    mask: Image.Image | None = field(default=None, repr=False)
+    mask_blur: int = 4
+    area: str = "whole"
+    padding: int = 32
+    keep_unmasked: bool = True
+    model: str = "inpainting"
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+@dataclass
+class Reference:
+    """A reference image for IP-Adapter Plus and how strongly it steers the result."""
+
+    image: Image.Image | None = field(default=None, repr=False)
+    scale: float = 0.5
+
+
+@dataclass
+class ControlUnit:
+    """One ControlNet: its type, its image (a photo, or with preprocess=False the map itself) and its strength.
+
+    `start`/`end` are the fractions of the steps it acts on; the thresholds are canny's.
+    """
+
+    type: str = "canny"
+    image: Image.Image | None = field(default=None, repr=False)
+    preprocess: bool = True
+    scale: float = 0.7
+    start: float = 0.0
+    end: float = 0.9
+    low_threshold: int = 100
+    high_threshold: int = 200
+
+
+@dataclass
+class GenerationRequest:
+    """One generation, made of parts; each part is optional and validated on its own.
+
+    - the common settings: prompt ... num_images;
+    - the base: text only (init None), an init image (`init`), or an init image and a mask (`init` + `inpaint`);
+    - `reference`: an IP-Adapter reference image;
+    - `controls`: up to three ControlNet units.
+
+    `mode` (derived: inpaint > ip_adapter > image_to_image > text_to_image) names the tab and is recorded
+    in metadata and history. generation.py turns the parts into one diffusers call.
+    """
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -40,41 +113,83 @@ class TextToImageRequest:
     scheduler: str = DEFAULT_SCHEDULER
     seed: int | None = None
     num_images: int = 1
+    init: InitImage | None = None
+    inpaint: Inpaint | None = None
+    reference: Reference | None = None
+    controls: list[ControlUnit] = field(default_factory=list)
 
-    mode = "text_to_image"
+    @property
+    def mode(self) -> str:
+        """The mode this request is shown and recorded as."""
+        if self.inpaint is not None:
+            return "inpaint"
+        if self.reference is not None:
+            return "ip_adapter"
+        return "image_to_image" if self.init is not None else "text_to_image"
+
+    @property
+    def init_image(self) -> Image.Image | None:
+        """The init image, or None for a text-only base."""
+        return self.init.image if self.init is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as plain JSON values; images are left out."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in IMAGE_FIELDS}
-        return {"mode": self.mode, **values}
+        """The parameters as flat JSON values (the API's names); images are left out."""
+        values: dict[str, Any] = {"mode": self.mode}
+        values.update({name: getattr(self, name) for name in COMMON_FIELDS})
+        if self.init is not None:
+            values["strength"] = self.init.strength
+        if self.reference is not None:
+            values["ip_adapter_scale"] = self.reference.scale
+        if self.inpaint is not None:
+            values.update(inpaint_values(self.inpaint))
+        for index, unit in enumerate(self.controls):
+            values.update(control_values(unit, index))
+        return values
 
 
-@dataclass
-class ImageToImageRequest(TextToImageRequest):
-    """Text-to-image plus an init image and how much of it to repaint."""
-
-    image: Image.Image | None = field(default=None, repr=False)
-    strength: float = 0.7
-
-    mode = "image_to_image"
-
-
-@dataclass
-class IPAdapterRequest(TextToImageRequest):
-    """Generation guided by a reference image, optionally starting from an init image."""
-
-    ip_adapter_image: Image.Image | None = field(default=None, repr=False)
-    ip_adapter_scale: float = 0.5
-    image: Image.Image | None = field(default=None, repr=False)
-    strength: float = 0.7
-    num_inference_steps: int = 25
-    guidance_scale: float = 6.5
-
-    mode = "ip_adapter"
+COMMON_FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance_scale",
+                 "scheduler", "seed", "num_images")
+COMMON_KINDS = {"prompt": "str", "negative_prompt": "str", "width": "int", "height": "int",
+                "num_inference_steps": "int", "guidance_scale": "float", "scheduler": "str", "seed": "int | None",
+                "num_images": "int"}
+# Inpaint attribute -> flat parameter name (and the API's), with its JSON kind.
+INPAINT_NAMES = {"mask_blur": ("mask_blur", "int"), "area": ("inpaint_area", "str"),
+                 "padding": ("inpaint_padding", "int"), "keep_unmasked": ("keep_unmasked", "bool"),
+                 "model": ("inpaint_model", "str")}
+CONTROL_KINDS = {"type": "str", "preprocess": "bool", "scale": "float", "start": "float", "end": "float",
+                 "low_threshold": "int", "high_threshold": "int"}
 
 
-REQUEST_TYPES = {cls.mode: cls for cls in (TextToImageRequest, ImageToImageRequest, IPAdapterRequest)}
-Request = TextToImageRequest  # the base every request type extends
+def control_name(attribute: str, index: int) -> str:
+    """The flat parameter name of a unit's attribute: control_scale, control_scale_2, control_scale_3."""
+    return f"control_{attribute}" + (f"_{index + 1}" if index else "")
+
+
+def inpaint_values(inpaint: Inpaint) -> dict[str, Any]:
+    """The inpaint part as flat parameters."""
+    values = {name: getattr(inpaint, attribute) for attribute, (name, _kind) in INPAINT_NAMES.items()}
+    values.update({f"outpaint_{side}": pixels for side, pixels in zip(OUTPAINT_SIDES, inpaint.outpaint)})
+    return values
+
+
+def control_values(unit: ControlUnit, index: int) -> dict[str, Any]:
+    """One control unit as flat parameters."""
+    return {control_name(attribute, index): getattr(unit, attribute) for attribute in CONTROL_KINDS}
+
+
+def parameter_kinds(mode: str) -> dict[str, str]:
+    """Flat parameter name -> JSON kind ("str", "int", "int | None", "float", "bool") for a mode's dict."""
+    kinds = dict(COMMON_KINDS)
+    if mode != "text_to_image":
+        kinds["strength"] = "float"
+    if mode == "ip_adapter":
+        kinds["ip_adapter_scale"] = "float"
+    if mode == "inpaint":
+        kinds.update(dict(INPAINT_NAMES.values()))
+        kinds.update({f"outpaint_{side}": "int" for side in OUTPAINT_SIDES})
+    for index in range(MAX_CONTROL_UNITS):
+        kinds.update({control_name(attribute, index): kind for attribute, kind in CONTROL_KINDS.items()})
+    return kinds
 
 
 @dataclass
@@ -91,20 +206,35 @@ class GenerationResult:
     """The images of one request; `stopped` is set (and `images` empty) when the user stopped it."""
 
     images: list[GeneratedImage]
-    request: TextToImageRequest
+    request: GenerationRequest
     warnings: list[str] = field(default_factory=list)
     stopped: bool = False
     seconds: float = 0.0
+    # Maps the control units were given, one per unit (what the preprocessors made), for the UI to show.
+    control_maps: list[Image.Image] = field(default_factory=list)
 
 
-def request_from_dict(values: dict[str, Any]) -> TextToImageRequest:
-    """Build the right request type from saved parameters, ignoring unknown keys."""
+def request_from_dict(values: dict[str, Any]) -> GenerationRequest:
+    """Build a request from flat saved parameters, ignoring unknown keys; images stay None (give them again)."""
     mode = values.get("mode", "text_to_image")
-    if mode not in REQUEST_TYPES:
-        raise ValidationError("mode", f"must be one of {sorted(REQUEST_TYPES)}, got {mode!r}")
-    cls = REQUEST_TYPES[mode]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    if mode not in MODES:
+        raise ValidationError("mode", f"must be one of {sorted(MODES)}, got {mode!r}")
+    given = {**MODE_DEFAULTS[mode], **values}
+    request = GenerationRequest(**{name: given[name] for name in COMMON_FIELDS if name in given})
+    if mode != "text_to_image" and (mode != "ip_adapter" or "strength" in values):
+        request.init = InitImage(strength=given["strength"])
+    if mode == "ip_adapter":
+        request.reference = Reference(**({"scale": given["ip_adapter_scale"]} if "ip_adapter_scale" in given else {}))
+    if mode == "inpaint":
+        request.inpaint = Inpaint(**{attribute: given[name] for attribute, (name, _kind) in INPAINT_NAMES.items()
+                                     if name in given})
+        request.inpaint.outpaint = tuple(given.get(f"outpaint_{side}", 0) for side in OUTPAINT_SIDES)
+    for index in range(MAX_CONTROL_UNITS):
+        if given.get(control_name("type", index), "none") in (None, "none"):
+            continue
+        request.controls.append(ControlUnit(**{attribute: given[control_name(attribute, index)]
+                                               for attribute in CONTROL_KINDS if control_name(attribute, index) in given}))
+    return request
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
@@ -126,6 +256,18 @@ def _number(name: str, value: Any, low: float, high: float, low_open: bool = Fal
         bound = f"above {low}" if low_open else f"from {low}"
         raise ValidationError(name, f"must be {bound} to {high}, got {number:g}")
     return number
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(name, f"must be true or false, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValidationError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+    return value
 
 
 def _text(name: str, value: Any, limits: Limits) -> str:
@@ -170,9 +312,14 @@ def _image(name: str, value: Any, limits: Limits, required: bool) -> Image.Image
     return value
 
 
-def validate(request: TextToImageRequest, limits: Limits) -> TextToImageRequest:
-    """Check every field and return a normalised copy; raise ValidationError on the first bad one."""
-    if not isinstance(request, TextToImageRequest):
+def _part(name: str, value: Any, cls: type) -> None:
+    if value is not None and not isinstance(value, cls):
+        raise ValidationError(name, f"must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def validate(request: GenerationRequest, limits: Limits) -> GenerationRequest:
+    """Check every field of every part and return a normalised copy; raise ValidationError on the first bad one."""
+    if not isinstance(request, GenerationRequest):
         raise ValidationError("request", f"unknown request type {type(request).__name__}")
     changes: dict[str, Any] = {
         "prompt": _text("prompt", request.prompt, limits),
@@ -186,17 +333,85 @@ def validate(request: TextToImageRequest, limits: Limits) -> TextToImageRequest:
     }
     if request.scheduler not in SCHEDULER_NAMES:
         raise ValidationError("scheduler", f"must be one of {', '.join(SCHEDULER_NAMES)}; got {request.scheduler!r}")
-    if isinstance(request, (ImageToImageRequest, IPAdapterRequest)):
-        changes["image"] = _image("image", request.image, limits, required=request.mode == "image_to_image")
-        changes["strength"] = _number("strength", request.strength, 0.0, 1.0, low_open=True)
-        if changes["image"] is not None and int(changes["num_inference_steps"] * changes["strength"]) < 1:
-            raise ValidationError("strength", "times num_inference_steps must give at least one step; raise either")
-    if isinstance(request, IPAdapterRequest):
-        changes["ip_adapter_image"] = _image("ip_adapter_image", request.ip_adapter_image, limits, required=True)
-        changes["ip_adapter_scale"] = _number("ip_adapter_scale", request.ip_adapter_scale, 0.0, 2.0)
+    _part("init", request.init, InitImage)
+    _part("inpaint", request.inpaint, Inpaint)
+    _part("reference", request.reference, Reference)
+    if request.inpaint is not None and request.init is None:
+        raise ValidationError("image", "an image is required to inpaint")
+    if request.init is not None:
+        changes["init"] = validate_init(request.init, changes["num_inference_steps"], limits)
+    if request.inpaint is not None:
+        changes["inpaint"] = validate_inpaint(request.inpaint, changes["init"].image, limits)
+    if request.reference is not None:
+        changes["reference"] = Reference(_image("ip_adapter_image", request.reference.image, limits, required=True),
+                                         _number("ip_adapter_scale", request.reference.scale, 0.0, 2.0))
+    changes["controls"] = validate_controls(request.controls, limits)
     if request.mode == "text_to_image" and not changes["prompt"].strip():
         raise ValidationError("prompt", "is empty; describe the image you want")
     return dataclasses.replace(request, **changes)
+
+
+def validate_init(init: InitImage, steps: int, limits: Limits) -> InitImage:
+    """The init image part: an image, and a strength that leaves at least one step."""
+    image = _image("image", init.image, limits, required=True)
+    strength = _number("strength", init.strength, 0.0, 1.0, low_open=True)
+    if int(steps * strength) < 1:
+        raise ValidationError("strength", "times num_inference_steps must give at least one step; raise either")
+    return InitImage(image, strength)
+
+
+def validate_inpaint(inpaint: Inpaint, image: Image.Image, limits: Limits) -> Inpaint:
+    """The mask part: a mask the size of the image (unless outpainting alone), blur, area, model, outpainted sides."""
+    outpaint = inpaint.outpaint
+    if not isinstance(outpaint, (tuple, list)) or len(outpaint) != len(OUTPAINT_SIDES):
+        raise ValidationError("outpaint", f"must give four numbers ({', '.join(OUTPAINT_SIDES)})")
+    sides = tuple(_integer(f"outpaint_{side}", pixels, 0, limits.max_size)
+                  for side, pixels in zip(OUTPAINT_SIDES, outpaint))
+    width, height = image.width + sides[0] + sides[1], image.height + sides[2] + sides[3]
+    if width > limits.max_size * 2 or height > limits.max_size * 2 or width * height > limits.max_image_pixels:
+        raise ValidationError("outpaint_" + ("left" if width > height else "up"),
+                              f"makes the canvas {width}x{height}, above the size limits")
+    mask = _image("mask", inpaint.mask, limits, required=not any(sides))
+    if mask is not None and mask.size != image.size:
+        raise ValidationError("mask", f"is {mask.width}x{mask.height}; it must be the size of image "
+                                      f"({image.width}x{image.height})")
+    return Inpaint(
+        mask=mask,
+        mask_blur=_integer("mask_blur", inpaint.mask_blur, 0, 64),
+        area=_choice("inpaint_area", inpaint.area, INPAINT_AREAS),
+        padding=_integer("inpaint_padding", inpaint.padding, 0, 256),
+        keep_unmasked=_flag("keep_unmasked", inpaint.keep_unmasked),
+        model=_choice("inpaint_model", inpaint.model, INPAINT_MODELS),
+        outpaint=sides,
+    )
+
+
+def validate_controls(units: Any, limits: Limits) -> list[ControlUnit]:
+    """Up to three control units, each checked field by field (named control_scale, control_scale_2, ...)."""
+    if not isinstance(units, (list, tuple)):
+        raise ValidationError("controls", f"must be a list of control units, got {type(units).__name__}")
+    if len(units) > MAX_CONTROL_UNITS:
+        raise ValidationError("controls", f"at most {MAX_CONTROL_UNITS} control units at once, got {len(units)}")
+    checked = []
+    for index, unit in enumerate(units):
+        if not isinstance(unit, ControlUnit):
+            raise ValidationError(control_name("type", index), f"must be a ControlUnit, got {type(unit).__name__}")
+        name = lambda attribute: control_name(attribute, index)  # noqa: E731
+        start = _number(name("start"), unit.start, 0.0, 1.0)
+        end = _number(name("end"), unit.end, 0.0, 1.0)
+        if end <= start:
+            raise ValidationError(name("end"), f"must be above {name('start')} ({start:g}), got {end:g}")
+        low = _integer(name("low_threshold"), unit.low_threshold, 0, 255)
+        high = _integer(name("high_threshold"), unit.high_threshold, 0, 255)
+        if high < low:
+            raise ValidationError(name("high_threshold"), f"must be at least {name('low_threshold')} ({low}), got {high}")
+        checked.append(ControlUnit(
+            type=_choice(name("type"), unit.type, CONTROL_TYPES),
+            image=_image(name("image"), unit.image, limits, required=True),
+            preprocess=_flag(name("preprocess"), unit.preprocess),
+            scale=_number(name("scale"), unit.scale, 0.0, 2.0),
+            start=start, end=end, low_threshold=low, high_threshold=high))
+    return checked
 
 
 def concrete_seed(seed: int | None) -> int:

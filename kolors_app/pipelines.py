@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +18,30 @@ from .memory import Features, Plan, make_plan
 log = logging.getLogger(__name__)
 
 IP_ADAPTER_WEIGHTS = downloads.IP_ADAPTER_WEIGHTS
-__all__ = ["PipelineManager", "Plan", "load_kolors", "loader_arguments", "quantization_config", "place"]
+
+
+@dataclass(frozen=True)
+class PipelineKey:
+    """Which pipeline a request needs: its base ("text", "init" or "mask"), IP-Adapter, ControlNet types, U-Net."""
+
+    base: str = "text"
+    reference: bool = False
+    controls: tuple[str, ...] = ()
+    inpainting_unet: bool = False
+
+
+BASE_KEY = PipelineKey()
+# (base, with ControlNet) -> diffusers class. Kolors' own pipelines where they exist; diffusers' SDXL
+# pipelines (fed with Kolors embeddings) for inpainting and ControlNet, which Kolors has no pipeline for.
+PIPELINE_CLASSES = {
+    ("text", False): "KolorsPipeline",
+    ("init", False): "KolorsImg2ImgPipeline",
+    ("mask", False): "StableDiffusionXLInpaintPipeline",
+    ("text", True): "StableDiffusionXLControlNetPipeline",
+    ("init", True): "StableDiffusionXLControlNetImg2ImgPipeline",
+    ("mask", True): "StableDiffusionXLControlNetInpaintPipeline",
+}
+__all__ = ["PipelineManager", "PipelineKey", "Plan", "load_kolors", "loader_arguments", "quantization_config", "place"]
 
 
 def model_source(settings: Settings) -> str:
@@ -147,7 +171,7 @@ class PipelineManager:
         # The plans a run may step down to on out-of-memory, the current one first.
         self.ladder: list[Plan] = []
         self.status = "not loaded"
-        self._pipes: dict[str, Any] = {}
+        self._pipes: dict[PipelineKey, Any] = {}
         self._ip_parts: dict[str, Any] | None = None
         self._ip_attached = False
         self._offloaded_pipe = None
@@ -156,15 +180,15 @@ class PipelineManager:
     @property
     def loaded(self) -> bool:
         """Whether the weights are in memory."""
-        return "text_to_image" in self._pipes
+        return BASE_KEY in self._pipes
 
     def load(self):
         """Load the base pipeline once (thread-safe); later calls return it at once."""
         if self.loaded:
-            return self._pipes["text_to_image"]
+            return self._pipes[BASE_KEY]
         with self._load_lock:
             if self.loaded:
-                return self._pipes["text_to_image"]
+                return self._pipes[BASE_KEY]
             plan, self.ladder = make_plan(self.settings)
             try:
                 return self._load_plan(plan, self._source())
@@ -210,7 +234,7 @@ class PipelineManager:
         apply_gpu_options(pipe, self.settings, plan)
         # --- end speed options ---
         self.plan = plan
-        self._pipes["text_to_image"] = pipe
+        self._pipes[BASE_KEY] = pipe
         self.status = plan.describe()
         return pipe
 
@@ -263,22 +287,23 @@ class PipelineManager:
         """The model's own scheduler config (keeps Kolors' 1100-step training schedule)."""
         return self.load().scheduler.config
 
-    def pipeline(self, mode: str, with_init_image: bool = False):
-        """The pipeline for a mode; every one shares the base pipeline's modules."""
-        from diffusers import KolorsImg2ImgPipeline, KolorsPipeline
+    def pipeline(self, key: PipelineKey = PipelineKey()):
+        """The diffusers pipeline for this key; every one shares the base pipeline's modules."""
+        import diffusers
 
         base = self.load()
-        key = mode if mode != "ip_adapter" else ("ip_adapter_init" if with_init_image else "ip_adapter")
         if key not in self._pipes:
-            if key == "image_to_image":
-                self._pipes[key] = KolorsImg2ImgPipeline.from_pipe(base)
-            else:
-                parts = self._load_ip_adapter()
-                cls = KolorsImg2ImgPipeline if with_init_image else KolorsPipeline
-                self._pipes[key] = cls.from_pipe(base, image_encoder=parts["image_encoder"],
-                                                 feature_extractor=parts["feature_extractor"])
+            parts: dict[str, Any] = {}
+            if key.reference:
+                ip_parts = self._load_ip_adapter()
+                parts.update(image_encoder=ip_parts["image_encoder"], feature_extractor=ip_parts["feature_extractor"])
+            cls = getattr(diffusers, PIPELINE_CLASSES[key.base, bool(key.controls)])
+            if cls.__name__.startswith("StableDiffusionXL"):
+                # Kolors has one text encoder; prompts arrive as embeddings, so the SDXL pipelines need no second.
+                parts.update(text_encoder_2=None, tokenizer_2=None)
+            self._pipes[key] = cls.from_pipe(base, **parts)
         pipe = self._pipes[key]
-        self._use_ip_adapter(mode == "ip_adapter")
+        self._use_ip_adapter(key.reference)
         self._apply_offload(pipe)
         return pipe
 
@@ -327,7 +352,7 @@ class PipelineManager:
         """Swap the IP-Adapter's attention processors in or out; no weight is loaded or copied."""
         if self._ip_parts is None or wanted == self._ip_attached:
             return
-        unet, parts = self._pipes["text_to_image"].unet, self._ip_parts
+        unet, parts = self._pipes[BASE_KEY].unet, self._ip_parts
         # The image projection has attention layers of its own: swap it before the processors.
         if wanted:
             unet.text_encoder_hid_proj = parts["plain"]["text_proj"]
@@ -345,7 +370,7 @@ class PipelineManager:
     def tokenizer(self):
         """The model's tokenizer, without loading the weights (the UI counts tokens while you type)."""
         if self.loaded:
-            return self._pipes["text_to_image"].tokenizer
+            return self._pipes[BASE_KEY].tokenizer
         if self._tokenizer is None:
             # Importing diffusers/transformers in two threads at once races their lazy imports: never
             # load the tokenizer while the model loads (the caller shows '?' and asks again later).

@@ -32,11 +32,11 @@ if on_zero_gpu() and importlib.util.find_spec("spaces") is not None:
 def gpu_duration(request) -> int:
     """Seconds of GPU for one request: steps x size x images at the published speed, with margin, clamped."""
     steps = request.num_inference_steps
-    if getattr(request, "image", None) is not None:
-        steps = max(1, int(steps * request.strength))
+    if request.init is not None:
+        steps = max(1, int(steps * request.init.strength))
     megapixels = request.width * request.height / 2**20
     seconds = FIXED_SECONDS + request.num_images * megapixels * (steps * STEP_SECONDS + DECODE_SECONDS)
-    if request.mode == "ip_adapter":
+    if request.reference is not None:
         seconds *= IP_ADAPTER_FACTOR
     return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(seconds))))
 
@@ -44,7 +44,7 @@ def gpu_duration(request) -> int:
 def request_duration(*args, **kwargs) -> int:
     """gpu_duration of the first request among a decorated function's arguments; the default without one."""
     for value in (*args, *kwargs.values()):
-        if all(hasattr(value, name) for name in ("width", "height", "num_inference_steps", "num_images", "mode")):
+        if all(hasattr(value, name) for name in ("width", "height", "num_inference_steps", "num_images", "init", "reference")):
             return gpu_duration(value)
     return DEFAULT_SECONDS
 

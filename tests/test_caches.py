@@ -13,8 +13,9 @@ from PIL import Image
 from bench.common import ForwardCounter
 from kolors_app.embeddings import EmbeddingCaches, LRUCache, caches_for
 from kolors_app.generation import generate
-from kolors_app.params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest
-from kolors_app.pipelines import PipelineManager
+from kolors_app.params import GenerationRequest, InitImage, Reference
+from kolors_app.pipelines import PipelineKey
+from kolors_app.pipelines import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
@@ -41,10 +42,10 @@ def uncached(settings):
 
 
 def test_new_seed_runs_no_text_encoder(manager, text_calls):
-    first = generate(manager, TextToImageRequest(prompt="a red fox", seed=1, **SMALL))
+    first = generate(manager, GenerationRequest(prompt="a red fox", seed=1, **SMALL))
     assert text_calls.calls == 2  # prompt and negative prompt, one forward each
-    generate(manager, TextToImageRequest(prompt="a red fox", seed=2, **SMALL))
-    again = generate(manager, TextToImageRequest(prompt="a red fox", seed=1, **SMALL))
+    generate(manager, GenerationRequest(prompt="a red fox", seed=2, **SMALL))
+    again = generate(manager, GenerationRequest(prompt="a red fox", seed=1, **SMALL))
     assert text_calls.calls == 2
     assert np.array_equal(pixels(first), pixels(again))
     stats = caches_for(manager).stats()["prompts"]
@@ -52,20 +53,20 @@ def test_new_seed_runs_no_text_encoder(manager, text_calls):
 
 
 def test_key_is_per_text_so_a_new_negative_costs_one_forward(manager, text_calls):
-    generate(manager, TextToImageRequest(prompt="a boat", negative_prompt="blurry", seed=1, **SMALL))
-    generate(manager, TextToImageRequest(prompt="a boat", negative_prompt="dark", seed=1, **SMALL))
+    generate(manager, GenerationRequest(prompt="a boat", negative_prompt="blurry", seed=1, **SMALL))
+    generate(manager, GenerationRequest(prompt="a boat", negative_prompt="dark", seed=1, **SMALL))
     assert text_calls.calls == 3
-    generate(manager, TextToImageRequest(prompt="a boat at night", negative_prompt="dark", seed=1, **SMALL))
+    generate(manager, GenerationRequest(prompt="a boat at night", negative_prompt="dark", seed=1, **SMALL))
     assert text_calls.calls == 4
     # Without guidance the negative prompt is never encoded.
-    generate(manager, TextToImageRequest(prompt="a cart", negative_prompt="unseen", seed=1,
+    generate(manager, GenerationRequest(prompt="a cart", negative_prompt="unseen", seed=1,
                                          **{**SMALL, "guidance_scale": 1.0}))
     assert text_calls.calls == 5
 
 
 @pytest.mark.parametrize("guidance_scale", [5.0, 1.0])
 def test_same_pixels_with_and_without_the_cache(manager, uncached, guidance_scale):
-    request = TextToImageRequest(prompt="灯塔 a lighthouse", negative_prompt="fog", seed=11, num_images=2,
+    request = GenerationRequest(prompt="灯塔 a lighthouse", negative_prompt="fog", seed=11, num_images=2,
                                  **{**SMALL, "guidance_scale": guidance_scale})
     caches_for(manager).clear()
     cold = generate(manager, request)
@@ -79,8 +80,8 @@ def test_same_pixels_with_and_without_the_cache(manager, uncached, guidance_scal
 
 def test_batch_from_cached_embeddings_matches_bare_diffusers(manager, hf_cache):
     caches_for(manager).clear()
-    generate(manager, TextToImageRequest(prompt="a kite", seed=5, **SMALL))
-    result = generate(manager, TextToImageRequest(prompt="a kite", seed=5, num_images=2, **SMALL))
+    generate(manager, GenerationRequest(prompt="a kite", seed=5, **SMALL))
+    result = generate(manager, GenerationRequest(prompt="a kite", seed=5, num_images=2, **SMALL))
     bare = KolorsPipeline.from_pretrained(REPO, variant="fp16", dtype=torch.float32)
     expected = bare(prompt="a kite", negative_prompt="", num_images_per_prompt=2,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in (5, 6)], **SMALL).images
@@ -89,7 +90,7 @@ def test_batch_from_cached_embeddings_matches_bare_diffusers(manager, hf_cache):
 
 
 def test_image_to_image_uses_the_cache_with_the_same_pixels(manager, uncached, text_calls, init_image):
-    request = ImageToImageRequest(prompt="a painting", seed=7, image=init_image, strength=0.6, num_images=2, **SMALL)
+    request = GenerationRequest(prompt="a painting", seed=7, init=InitImage(init_image, 0.6), num_images=2, **SMALL)
     first = generate(manager, request)
     second = generate(manager, dataclasses.replace(request, seed=8))
     assert text_calls.calls == 2
@@ -100,33 +101,33 @@ def test_image_to_image_uses_the_cache_with_the_same_pixels(manager, uncached, t
 
 def test_ip_adapter_embeddings_are_keyed_by_content_not_scale(manager, uncached, init_image):
     caches_for(manager).clear()
-    encoder = manager.pipeline("ip_adapter").image_encoder
+    encoder = manager.pipeline(PipelineKey(reference=True)).image_encoder
     image_calls = ForwardCounter(encoder)
     try:
         reference = Image.new("RGB", (300, 200), (200, 30, 30))
-        request = IPAdapterRequest(prompt="a cat", seed=3, ip_adapter_image=reference, ip_adapter_scale=0.7, **SMALL)
+        request = GenerationRequest(prompt="a cat", seed=3, reference=Reference(reference, 0.7), **SMALL)
         first = generate(manager, request)
         calls = image_calls.calls
         assert calls == 2  # the image and its all-zero unconditional twin
         same_content = reference.copy()
-        again = generate(manager, dataclasses.replace(request, ip_adapter_image=same_content))
-        rescaled = generate(manager, dataclasses.replace(request, ip_adapter_scale=0.2))
+        again = generate(manager, dataclasses.replace(request, reference=Reference(same_content, 0.7)))
+        rescaled = generate(manager, dataclasses.replace(request, reference=Reference(reference, 0.2)))
         assert image_calls.calls == calls
         assert np.array_equal(pixels(first), pixels(again))
         assert not np.array_equal(pixels(first), pixels(rescaled))
         other = Image.new("RGB", (300, 200), (30, 30, 200))
-        generate(manager, dataclasses.replace(request, ip_adapter_image=other))
+        generate(manager, dataclasses.replace(request, reference=Reference(other, 0.7)))
         assert image_calls.calls == calls + 2
         assert caches_for(manager).stats()["images"]["hits"] == 2
     finally:
         image_calls.close()
-    for changes in ({}, {"guidance_scale": 1.0}, {"image": init_image, "strength": 0.5}):
+    for changes in ({}, {"guidance_scale": 1.0}, {"init": InitImage(init_image, 0.5)}):
         request_now = dataclasses.replace(request, **changes)
         assert np.array_equal(pixels(generate(manager, request_now)), pixels(generate(uncached, request_now)))
 
 
 def test_disk_cache_serves_a_new_process_without_the_text_encoder(settings, manager, tmp_path):
-    pipe = manager.pipeline("text_to_image")
+    pipe = manager.pipeline()
     writer = EmbeddingCaches(2**20, disk_dir=tmp_path)
     written = writer.prompt_arguments(pipe, "a mill", "rain", 1, 5.0)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
@@ -140,7 +141,7 @@ def test_disk_cache_serves_a_new_process_without_the_text_encoder(settings, mana
     assert all(torch.equal(written[name], read[name]) for name in written)
 
     disk_manager = PipelineManager(dataclasses.replace(settings, embedding_cache_dir=tmp_path / "through-settings"))
-    request = TextToImageRequest(prompt="a mill", seed=4, **SMALL)
+    request = GenerationRequest(prompt="a mill", seed=4, **SMALL)
     assert np.array_equal(pixels(generate(disk_manager, request)), pixels(generate(manager, request)))
     assert len(list((tmp_path / "through-settings").glob("*.safetensors"))) == 2
 
@@ -180,8 +181,8 @@ def test_gpu_options_apply_and_keep_images_close(settings, manager):
     assert fused and all(mine == theirs for mine, theirs in storage)  # fusing duplicated no weight
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     reference_image = Image.new("RGB", (64, 64), (10, 200, 90))
-    for request in (TextToImageRequest(prompt="a lamp", seed=1, num_images=2, **SMALL),
-                    IPAdapterRequest(prompt="a lamp", seed=1, ip_adapter_image=reference_image, **SMALL)):
+    for request in (GenerationRequest(prompt="a lamp", seed=1, num_images=2, **SMALL),
+                    GenerationRequest(prompt="a lamp", seed=1, reference=Reference(reference_image), **SMALL)):
         assert np.abs(pixels(generate(fast, request)) - pixels(generate(manager, request))).max() <= 2
     assert fast.load().vae.use_slicing
 

@@ -12,8 +12,8 @@ from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
 from kolors_app.generation import RunControl, batch_seeds, generate
-from kolors_app.params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
-from kolors_app.pipelines import PipelineManager
+from kolors_app.params import GenerationRequest, InitImage, Reference, ValidationError
+from kolors_app.pipelines import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 IP_REPO = "Kwai-Kolors/Kolors-IP-Adapter-Plus"
@@ -31,7 +31,7 @@ def bare(hf_cache):
 
 
 def test_text_to_image_matches_bare_diffusers(manager, bare):
-    result = generate(manager, TextToImageRequest(prompt="一只红色的狐狸, a red fox", seed=1234, **SMALL))
+    result = generate(manager, GenerationRequest(prompt="一只红色的狐狸, a red fox", seed=1234, **SMALL))
     expected = bare(prompt="一只红色的狐狸, a red fox", negative_prompt="", generator=torch.Generator("cpu").manual_seed(1234),
                     **SMALL).images[0]
     assert result.images[0].seed == 1234
@@ -40,7 +40,7 @@ def test_text_to_image_matches_bare_diffusers(manager, bare):
 
 
 def test_image_to_image_matches_bare_diffusers(manager, bare, init_image):
-    request = ImageToImageRequest(prompt="a painting", seed=7, image=init_image, strength=0.6, **SMALL)
+    request = GenerationRequest(prompt="a painting", seed=7, init=InitImage(init_image, 0.6), **SMALL)
     result = generate(manager, request)
     pipe = KolorsImg2ImgPipeline.from_pipe(bare)
     expected = pipe(prompt="a painting", negative_prompt="", image=init_image, strength=0.6,
@@ -49,11 +49,11 @@ def test_image_to_image_matches_bare_diffusers(manager, bare, init_image):
 
 
 def test_ip_adapter_matches_bare_diffusers_and_leaves_other_modes_unchanged(manager, init_image, hf_cache):
-    before = generate(manager, TextToImageRequest(prompt="a cat", seed=3, **SMALL)).images[0].image
-    before_i2i = generate(manager, ImageToImageRequest(prompt="a cat", seed=3, image=init_image, **SMALL))
+    before = generate(manager, GenerationRequest(prompt="a cat", seed=3, **SMALL)).images[0].image
+    before_i2i = generate(manager, GenerationRequest(prompt="a cat", seed=3, init=InitImage(init_image), **SMALL))
     reference = Image.new("RGB", (300, 200), (200, 30, 30))
-    result = generate(manager, IPAdapterRequest(prompt="a cat", seed=3, ip_adapter_image=reference,
-                                                ip_adapter_scale=0.7, **SMALL))
+    result = generate(manager, GenerationRequest(prompt="a cat", seed=3, reference=Reference(reference, 0.7),
+                                                **SMALL))
 
     encoder = CLIPVisionModelWithProjection.from_pretrained(IP_REPO, subfolder="image_encoder",
                                                             revision="refs/pr/4", dtype=torch.float32)
@@ -66,39 +66,39 @@ def test_ip_adapter_matches_bare_diffusers_and_leaves_other_modes_unchanged(mana
     assert np.array_equal(pixels(result.images[0].image), pixels(expected))
     assert not np.array_equal(pixels(result.images[0].image), pixels(before))
 
-    after = generate(manager, TextToImageRequest(prompt="a cat", seed=3, **SMALL)).images[0].image
-    after_i2i = generate(manager, ImageToImageRequest(prompt="a cat", seed=3, image=init_image, **SMALL))
+    after = generate(manager, GenerationRequest(prompt="a cat", seed=3, **SMALL)).images[0].image
+    after_i2i = generate(manager, GenerationRequest(prompt="a cat", seed=3, init=InitImage(init_image), **SMALL))
     assert np.array_equal(pixels(after), pixels(before))
     assert np.array_equal(pixels(after_i2i.images[0].image), pixels(before_i2i.images[0].image))
 
-    with_init = generate(manager, IPAdapterRequest(prompt="a cat", seed=3, ip_adapter_image=reference,
-                                                   image=init_image, strength=0.5, **SMALL))
+    with_init = generate(manager, GenerationRequest(prompt="a cat", seed=3, reference=Reference(reference),
+                                                    init=InitImage(init_image, 0.5), **SMALL))
     assert with_init.images[0].parameters["strength"] == 0.5
     assert np.isfinite(pixels(with_init.images[0].image)).all()
 
 
 def test_pipelines_share_every_weight(manager):
-    base = manager.pipeline("text_to_image")
-    others = [manager.pipeline("image_to_image"), manager.pipeline("ip_adapter"),
-              manager.pipeline("ip_adapter", with_init_image=True)]
+    base = manager.pipeline()
+    others = [manager.pipeline(PipelineKey("init")), manager.pipeline(PipelineKey(reference=True)),
+              manager.pipeline(PipelineKey("init", reference=True))]
     for name in ("unet", "vae", "text_encoder"):
         pointers = {getattr(pipe, name).parameters().__next__().data_ptr() for pipe in [base, *others]}
         assert len(pointers) == 1, name
     assert others[1].image_encoder is others[2].image_encoder
-    assert manager.pipeline("image_to_image") is others[0]
+    assert manager.pipeline(PipelineKey("init")) is others[0]
 
 
 def test_batch_uses_consecutive_seeds_and_records_them(manager):
-    result = generate(manager, TextToImageRequest(prompt="a boat", seed=2**32 - 1, num_images=2, **SMALL))
+    result = generate(manager, GenerationRequest(prompt="a boat", seed=2**32 - 1, num_images=2, **SMALL))
     assert [item.seed for item in result.images] == [2**32 - 1, 0]
     assert [item.parameters["seed"] for item in result.images] == [2**32 - 1, 0]
-    single = generate(manager, TextToImageRequest(prompt="a boat", seed=0, **SMALL)).images[0].image
+    single = generate(manager, GenerationRequest(prompt="a boat", seed=0, **SMALL)).images[0].image
     assert np.abs(pixels(single) - pixels(result.images[1].image)).max() <= 2
     assert not np.array_equal(pixels(result.images[0].image), pixels(result.images[1].image))
 
 
 def test_random_seed_is_concrete_and_in_range(manager):
-    seeds = {generate(manager, TextToImageRequest(prompt="a tree", seed=-1, **SMALL)).images[0].seed
+    seeds = {generate(manager, GenerationRequest(prompt="a tree", seed=-1, **SMALL)).images[0].seed
              for _ in range(2)}
     assert all(0 <= seed <= 2**32 - 1 for seed in seeds) and len(seeds) == 2
     assert batch_seeds(5, 3) == [5, 6, 7]
@@ -107,11 +107,11 @@ def test_random_seed_is_concrete_and_in_range(manager):
 @pytest.mark.parametrize("scheduler", ["Euler a", "DPM++ 2M Karras", "DPM++ 2M SDE Karras", "EDM DPM++ 2M",
                                        "UniPC", "DDIM", "DPM++ 2M"])
 def test_every_scheduler_runs_without_reloading(manager, scheduler):
-    unet = manager.pipeline("text_to_image").unet
-    result = generate(manager, TextToImageRequest(prompt="a lamp", seed=1, scheduler=scheduler, **SMALL))
+    unet = manager.pipeline().unet
+    result = generate(manager, GenerationRequest(prompt="a lamp", seed=1, scheduler=scheduler, **SMALL))
     image = pixels(result.images[0].image)
-    assert image.std() > 0 and manager.pipeline("text_to_image").unet is unet
-    assert manager.pipeline("text_to_image").scheduler.config.num_train_timesteps == 1100
+    assert image.std() > 0 and manager.pipeline().unet is unet
+    assert manager.pipeline().scheduler.config.num_train_timesteps == 1100
 
 
 def test_progress_and_stop_within_one_step(manager):
@@ -121,26 +121,26 @@ def test_progress_and_stop_within_one_step(manager):
         steps.append((step, total))
         stop.set()
 
-    result = generate(manager, TextToImageRequest(prompt="a road", seed=1, **{**SMALL, "num_inference_steps": 6}),
+    result = generate(manager, GenerationRequest(prompt="a road", seed=1, **{**SMALL, "num_inference_steps": 6}),
                       RunControl(on_progress=on_progress, stop=stop))
     assert result.stopped and result.images == []
     assert steps == [(1, 6)]
-    again = generate(manager, TextToImageRequest(prompt="a road", seed=1, **SMALL))
+    again = generate(manager, GenerationRequest(prompt="a road", seed=1, **SMALL))
     assert len(again.images) == 1 and not again.stopped
 
 
 def test_previews_arrive_during_the_run(manager):
     previews = []
-    generate(manager, TextToImageRequest(prompt="a road", seed=1, **{**SMALL, "num_inference_steps": 6}),
+    generate(manager, GenerationRequest(prompt="a road", seed=1, **{**SMALL, "num_inference_steps": 6}),
              RunControl(on_preview=lambda step, image: previews.append((step, image.size)), preview_every=2))
     assert [step for step, _ in previews] == [2, 4]
     assert all(size[0] >= 32 for _, size in previews)
 
 
 def test_long_prompt_is_reported_not_silently_truncated(manager):
-    result = generate(manager, TextToImageRequest(prompt="红色 blue " * 300, seed=1, **SMALL))
+    result = generate(manager, GenerationRequest(prompt="红色 blue " * 300, seed=1, **SMALL))
     assert any("prompt is" in warning and "256" in warning for warning in result.warnings)
-    short = generate(manager, TextToImageRequest(prompt="red", seed=1, **SMALL))
+    short = generate(manager, GenerationRequest(prompt="red", seed=1, **SMALL))
     assert short.warnings == []
 
 
@@ -148,7 +148,7 @@ def test_bad_request_refused_before_any_model_work(settings):
     calls = []
     fresh = PipelineManager(settings, loader=lambda *args: calls.append(args))
     with pytest.raises(ValidationError, match="width"):
-        generate(fresh, TextToImageRequest(prompt="x", width=1001))
+        generate(fresh, GenerationRequest(prompt="x", width=1001))
     assert calls == [] and not fresh.loaded
 
 

@@ -12,7 +12,7 @@ from kolors_app import memory
 from kolors_app.config import Settings
 from kolors_app.generation import generate
 from kolors_app.memory import GiB, LADDER, Features, OutOfGPUMemory, Plan, choose_plan, next_plan, peak_gib
-from kolors_app.params import TextToImageRequest
+from kolors_app.params import GenerationRequest
 from kolors_app.pipelines import PipelineManager, TextEncoderOnCPU, loader_arguments, load_kolors
 
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
@@ -111,7 +111,7 @@ def test_loader_arguments_of_each_plan(tmp_path):
 
 
 def test_text_encoder_on_cpu_gives_the_same_embeddings_and_hides_its_weights(manager):
-    pipe = manager.pipeline("text_to_image")
+    pipe = manager.pipeline()
     wrapped = TextEncoderOnCPU(pipe.text_encoder, torch.float32)
     assert not list(wrapped._parameters) and wrapped.state_dict() == {}
     assert next(wrapped.parameters()) is next(pipe.text_encoder.parameters())
@@ -147,29 +147,29 @@ OOM = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 Gi
 
 
 def test_out_of_memory_steps_down_retries_and_the_next_request_succeeds(fresh, manager):
-    request = TextToImageRequest(prompt="a lighthouse", seed=11, **SMALL)
+    request = GenerationRequest(prompt="a lighthouse", seed=11, **SMALL)
     expected = generate(manager, request).images[0].image
-    fail_once(fresh.pipeline("text_to_image"), OOM)
+    fail_once(fresh.pipeline(), OOM)
     result = generate(fresh, request)
     assert len(result.images) == 1
     assert np.array_equal(pixels(result.images[0].image), pixels(expected))
     assert any(w.startswith("Out of GPU memory with plan gpu: retried with plan te-cpu") for w in result.warnings)
-    assert fresh.plan.name == "te-cpu" and isinstance(fresh.pipeline("text_to_image").text_encoder, TextEncoderOnCPU)
+    assert fresh.plan.name == "te-cpu" and isinstance(fresh.pipeline().text_encoder, TextEncoderOnCPU)
     assert "stepped down from gpu" in fresh.status
-    again = generate(fresh, TextToImageRequest(prompt="a lighthouse", seed=12, **SMALL))
+    again = generate(fresh, GenerationRequest(prompt="a lighthouse", seed=12, **SMALL))
     assert len(again.images) == 1 and again.warnings == []
 
 
 def test_out_of_memory_on_the_last_plan_is_one_clear_error_and_the_server_keeps_serving(fresh):
     fresh.plan = fresh.ladder[-1]
-    fail_once(fresh.pipeline("text_to_image"), RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"))
+    fail_once(fresh.pipeline(), RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"))
     with pytest.raises(OutOfGPUMemory, match="plan te-cpu, the last plan; lower width/height or num_images"):
-        generate(fresh, TextToImageRequest(prompt="a bridge", seed=1, **SMALL))
-    assert len(generate(fresh, TextToImageRequest(prompt="a bridge", seed=1, **SMALL)).images) == 1
+        generate(fresh, GenerationRequest(prompt="a bridge", seed=1, **SMALL))
+    assert len(generate(fresh, GenerationRequest(prompt="a bridge", seed=1, **SMALL)).images) == 1
 
 
 def test_running_out_again_after_the_step_down_names_both_plans(fresh):
-    pipe = fresh.pipeline("text_to_image")
+    pipe = fresh.pipeline()
     fail_once(pipe, OOM)
     original = fresh._load_plan
 
@@ -180,13 +180,13 @@ def test_running_out_again_after_the_step_down_names_both_plans(fresh):
 
     fresh._load_plan = load_then_fail
     with pytest.raises(OutOfGPUMemory, match="with plan gpu and again with plan te-cpu"):
-        generate(fresh, TextToImageRequest(prompt="a bridge", seed=1, **SMALL))
+        generate(fresh, GenerationRequest(prompt="a bridge", seed=1, **SMALL))
 
 
 def test_other_errors_pass_through_without_a_step_down(fresh):
-    fail_once(fresh.pipeline("text_to_image"), RuntimeError("shape mismatch"))
+    fail_once(fresh.pipeline(), RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        generate(fresh, TextToImageRequest(prompt="a bridge", seed=1, **SMALL))
+        generate(fresh, GenerationRequest(prompt="a bridge", seed=1, **SMALL))
     assert fresh.plan.name == "gpu"
 
 
@@ -207,7 +207,7 @@ def test_out_of_memory_while_loading_tries_the_next_plan(settings):
 
 
 def test_vae_slices_batches_and_tiles_large_images_on_a_gpu(fresh):
-    vae = fresh.pipeline("text_to_image").vae
+    vae = fresh.pipeline().vae
     fresh.configure_vae(Features(1536, 1024, 2))
     assert not vae.use_tiling and not vae.use_slicing
     fresh.plan = dataclasses.replace(fresh.plan, device="cuda")

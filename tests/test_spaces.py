@@ -31,10 +31,10 @@ SCRIPT = textwrap.dedent('''
     import app  # imports kolors_app.zerogpu first, as on a Space
     from kolors_app.config import Settings
     from kolors_app.generation import RunControl
-    from kolors_app.params import TextToImageRequest
+    from kolors_app.params import GenerationRequest
     from kolors_app.server import build
     blocks, ctx = build(Settings(model="tiny", device="cpu", save_outputs=False))
-    result = ctx.generate(TextToImageRequest(prompt="a kite", width=256, height=256, num_inference_steps=2,
+    result = ctx.generate(GenerationRequest(prompt="a kite", width=256, height=256, num_inference_steps=2,
                                              seed=5), RunControl())
     print(json.dumps({"seeds": [item.seed for item in result.images], "spaces": "spaces" in sys.modules}))
 ''')

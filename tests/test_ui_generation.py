@@ -15,7 +15,7 @@ from ui_handlers import ENDPOINTS, SMALL, FakeProgress, final, gallery_files, gr
 
 from kolors_app.generation import generate
 from kolors_app.metadata import read_image_parameters
-from kolors_app.params import GeneratedImage, GenerationResult, TextToImageRequest
+from kolors_app.params import GeneratedImage, GenerationResult, GenerationRequest
 from kolors_app.ui.i18n import STRINGS
 from kolors_app.ui.runner import AppContext, finish, run_request
 
@@ -76,7 +76,7 @@ def test_text_to_image_shows_previews_then_pngs_captioned_with_their_seeds(built
                      "width": 256, "height": 256, "num_inference_steps": 5, "guidance_scale": 5.0,
                      "scheduler": "Euler", "seed": 42, "num_images": 1, "model": "Kolors"}
     # Same pixels as the core called without the UI.
-    expected = generate(manager, TextToImageRequest("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5,
+    expected = generate(manager, GenerationRequest("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5,
                                                     seed=42, num_images=2, **SMALL)).images[0].image
     assert gallery[0][0].size == (256, 256)
     assert np.array_equal(np.asarray(gallery[0][0]), np.asarray(expected))
@@ -122,7 +122,7 @@ def test_stop_ends_the_visitors_run_with_no_images_and_frees_the_model(built, ma
     progress = FakeProgress(on_step=lambda step, total: step in (1, 3) and press_stop(
         app, "text_to_image", "visitor-2" if step == 1 else "visitor-1"))
     started = time.perf_counter()
-    outputs = list(run_request(ctx, TextToImageRequest("a fox", num_inference_steps=150, seed=1, **SMALL),
+    outputs = list(run_request(ctx, GenerationRequest("a fox", num_inference_steps=150, seed=1, **SMALL),
                                gr.Request(session_hash="visitor-1"), progress))
     assert final(outputs) == ([], {"images": [], "stopped": True, "warnings": []})
     assert max(step for step, _ in progress.steps) == 3
@@ -134,7 +134,7 @@ def test_stop_ends_the_visitors_run_with_no_images_and_frees_the_model(built, ma
 def test_closing_a_run_early_stops_its_worker(built, manager):
     """What gradio does when Stop cancels the event or the visitor leaves: the model must not run on."""
     _, ctx = built
-    run = run_request(ctx, TextToImageRequest("a fox", num_inference_steps=150, seed=1, **SMALL), None, None)
+    run = run_request(ctx, GenerationRequest("a fox", num_inference_steps=150, seed=1, **SMALL), None, None)
     next(run)  # the first step is done
     run.close()
     assert manager.run_lock.acquire(timeout=30), "the worker kept the model after its run was closed"
@@ -195,7 +195,7 @@ def test_image_handlers_refuse_missing_images_and_files_outside_the_uploads(buil
 def test_finished_runs_are_saved_to_the_outputs_folder_when_enabled(settings, manager, t2i_run, tmp_path):
     gallery, result = final(t2i_run[0])
     ctx = AppContext(dataclasses.replace(settings, save_outputs=True, outputs_dir=tmp_path), manager)
-    request = TextToImageRequest("一只红色的狐狸, a red fox", "blurry", **SMALL)
+    request = GenerationRequest("一只红色的狐狸, a red fox", "blurry", **SMALL)
     images = [GeneratedImage(image, p["seed"], p) for (image, _), p in zip(gallery, result["images"])]
     finish(ctx, GenerationResult(images, request))
     saved = sorted(tmp_path.rglob("*.png"))

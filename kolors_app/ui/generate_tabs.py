@@ -9,7 +9,7 @@ import gradio as gr
 from PIL import Image
 
 from ..images import load_image, size_for
-from ..params import ImageToImageRequest, IPAdapterRequest, TextToImageRequest, ValidationError
+from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .controls import GenerationControls, aspect_for, build_controls
 from .i18n import i18n
@@ -110,7 +110,7 @@ def text_to_image_tab(ctx: AppContext) -> GenerationTab:
     def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
                       seed, num_images, request: gr.Request, progress=gr.Progress()):
         """Generate images from a prompt; returns the PNGs and their parameters with concrete seeds."""
-        yield from run_request(ctx, TextToImageRequest(
+        yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
             num_images), request, progress)
 
@@ -135,9 +135,9 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
                        seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
         """Repaint an image guided by a prompt; `strength` 0..1 says how much changes."""
         init = _image(ctx, "image", image, required=True)
-        yield from run_request(ctx, ImageToImageRequest(
+        yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, image=init, strength=strength), request, progress)
+            num_images, init=InitImage(init, strength)), request, progress)
 
     _wire(ctx, tab, image_to_image, [image, strength])
     return tab
@@ -163,11 +163,12 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
                    num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request,
                    progress=gr.Progress()):
         """Generate images that follow a reference image (IP-Adapter Plus); `image` is an optional init image."""
-        yield from run_request(ctx, IPAdapterRequest(
+        reference = Reference(_image(ctx, "ip_adapter_image", ip_adapter_image, required=True), ip_adapter_scale)
+        init = _image(ctx, "image", image, required=False)
+        yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, ip_adapter_image=_image(ctx, "ip_adapter_image", ip_adapter_image, required=True),
-            ip_adapter_scale=ip_adapter_scale, image=_image(ctx, "image", image, required=False),
-            strength=strength), request, progress)
+            num_images, init=InitImage(init, strength) if init is not None else None, reference=reference),
+            request, progress)
 
     _wire(ctx, tab, ip_adapter, [reference, scale, init, strength])
     return tab

@@ -19,7 +19,7 @@ from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
 from ..metadata import JSON_KEY, PARAMETERS_KEY, format_parameters
-from ..params import GenerationResult, TextToImageRequest, ValidationError, validate
+from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..zerogpu import gpu_decorator, on_zero_gpu
 
@@ -63,7 +63,7 @@ class AppContext:
     runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
 
-    def generate(self, request: TextToImageRequest, control: RunControl) -> GenerationResult:
+    def generate(self, request: GenerationRequest, control: RunControl) -> GenerationResult:
         """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
         if on_zero_gpu():
             return _generate_on_zero_gpu(self.manager, request)
@@ -75,7 +75,7 @@ class AppContext:
 
 
 @gpu_decorator()
-def _generate_on_zero_gpu(manager: PipelineManager, request: TextToImageRequest) -> GenerationResult:
+def _generate_on_zero_gpu(manager: PipelineManager, request: GenerationRequest) -> GenerationResult:
     return generate(manager, request)
 
 
@@ -104,7 +104,7 @@ def public_message(error: Exception, settings: Settings) -> str:
     return f"Generation failed ({type(error).__name__}). The server is still running; please try again."
 
 
-def run_request(ctx: AppContext, request: TextToImageRequest, http: gr.Request | None,
+def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                 progress: gr.Progress | None) -> Iterator[tuple]:
     """Yield (gallery, result) pairs: live previews while the run goes, then the final PNGs."""
     try:
