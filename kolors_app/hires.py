@@ -68,10 +68,10 @@ def check_hires(values, width: int, height: int, base_steps: int, limits: Limits
         raise ValidationError("hires_denoising_strength", f"must be above 0 to 1, got {strength!r}")
     if int((steps or base_steps) * strength) < 1:
         raise ValidationError("hires_denoising_strength", "times the hires steps must give at least one step")
-    if upscalers is not None:
+    if not isinstance(hires.upscaler, str):
+        raise ValidationError("hires_upscaler", f"must be an upscaler name, got {hires.upscaler!r}")
+    if upscalers is not None:  # None: the name is checked later, against the app's upscaler folder
         upscalers.check(hires.upscaler, "hires_upscaler")
-    elif hires.upscaler != LATENT:
-        raise ValidationError("hires_upscaler", f"only {LATENT!r} is available without an upscaler library")
     target_size(width, height, hires.upscale, limits)
     return dataclasses.replace(hires, upscale=float(hires.upscale), denoising_strength=float(strength))
 
