@@ -125,6 +125,7 @@ class Prepared:
     negative_prompts: list[str]
     loras: list[lora.LoraChoice]
     hires_size: tuple[int, int] | None = None
+    base_size: tuple[int, int] | None = None
     applied: list[lora.AppliedLora] = field(default_factory=list)
 
 
@@ -150,7 +151,7 @@ def prepare(manager, request, seeds: list[int]) -> Prepared:
     if request.hires is not None:
         tools.upscalers.check(request.hires.upscaler, "hires_upscaler")
         size = hires.target_size(request.width, request.height, request.hires.upscale, manager.settings.limits)
-    return Prepared(prompts, negatives, choices, size)
+    return Prepared(prompts, negatives, choices, size, (request.width, request.height))
 
 
 def apply_loras(manager, prepared: Prepared) -> None:
@@ -187,6 +188,9 @@ def image_values(prepared: Prepared, index: int) -> dict[str, Any]:
     """What one image records beyond the request: its final prompts and the LoRAs with their hashes."""
     values: dict[str, Any] = {"final_prompt": prepared.prompts[index],
                               "final_negative_prompt": prepared.negative_prompts[index]}
+    if prepared.hires_size is not None:
+        # As A1111: Size is the first pass's; the hires upscale says how large the image came out.
+        values["width"], values["height"] = prepared.base_size
     if prepared.applied:
         values["loras"] = [{"name": a.name, "weight": a.weight, "hash": a.hash} for a in prepared.applied]
     return values
