@@ -53,6 +53,10 @@ class Settings:
     outputs_dir: Path = Path("outputs")
     save_outputs: bool | None = None
     preload: bool = False
+    # --- API for other programs (kolors_app/a1111/, MCP) ---
+    api: bool = False
+    api_auth: str | None = None
+    mcp: bool = False
     # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
     embedding_cache_mb: int = 256
     embedding_cache_dir: Path | None = None
@@ -136,6 +140,13 @@ def _parse_optional_bool(text: str) -> bool | None:
 _CONVERTERS = {"share": _parse_bool, "preload": _parse_bool, "save_outputs": _parse_optional_bool,
                "port": int, "queue_size": int, "outputs_dir": Path}
 _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _LIMIT_FIELDS.items()})
+
+_FIELD_HELP.update({
+    "api": "serve AUTOMATIC1111's REST API under /sdapi/v1/ (on share links and Spaces only with --api-auth)",
+    "api_auth": "user:password (comma-separated for several) required by the /sdapi/v1/ API",
+    "mcp": "serve the generate actions as MCP tools at /gradio_api/mcp/",
+})
+_CONVERTERS.update({"api": _parse_bool, "mcp": _parse_bool})
 
 # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
 ATTENTION_MODES = ("sdpa", "eager")
@@ -249,6 +260,10 @@ def check(settings: Settings, sources: dict | None = None) -> None:
         refuse("queue_size", f"must be at least 1, got {settings.queue_size}")
     if settings.auth is not None and not all(settings.auth.partition(":")[::2]):
         refuse("auth", "expected user:password")
+    if settings.api_auth is not None and not all(all(pair.partition(":")[::2]) for pair in settings.api_auth.split(",")):
+        refuse("api_auth", "expected user:password (comma-separated for several)")
+    if settings.api and not settings.api_auth and (settings.share or on_spaces()):
+        refuse("api", "on a share link or a Space the AUTOMATIC1111 API needs --api-auth user:password")
     for name in ("min_size", "max_size"):
         value = getattr(limits, name)
         if value < 64 or value % 8:

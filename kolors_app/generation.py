@@ -38,6 +38,8 @@ class RunControl:
     on_preview: PreviewCallback | None = None
     preview_every: int = 0
     stop: threading.Event | None = None
+    # When set, previews are decided by the clock: one when this many seconds passed since the last one.
+    preview_seconds: float | None = None
 
 
 def batch_seeds(seed: int, count: int) -> list[int]:
@@ -108,15 +110,26 @@ def pooled_embeds_forwarded(pipe, arguments: dict):
         del pipe.encode_prompt
 
 
+def _preview_due(control: RunControl, step: int, last: list[float]) -> bool:
+    if control.preview_seconds is None:
+        return bool(control.preview_every) and step % control.preview_every == 0
+    now = time.monotonic()
+    if now - last[0] < control.preview_seconds:
+        return False
+    last[0] = now
+    return True
+
+
 def _step_callback(control: RunControl):
+    last_preview = [time.monotonic()]
+
     def on_step_end(pipe, step, _timestep, tensors):
         total = pipe.num_timesteps
         if control.stop is not None and control.stop.is_set():
             raise GenerationStopped
         if control.on_progress:
             control.on_progress(step + 1, total)
-        if control.on_preview and control.preview_every and (step + 1) % control.preview_every == 0 \
-                and step + 1 < total:
+        if control.on_preview and step + 1 < total and _preview_due(control, step + 1, last_preview):
             control.on_preview(step + 1, latents_to_preview(tensors["latents"][0]))
         return tensors
 

@@ -239,8 +239,9 @@ class OutputStore:
         self._lock = threading.Lock()
         self._next_numbers: dict[Path, int] = {}
 
-    def save(self, image: Image.Image, parameters: dict[str, Any], *, now: float | None = None) -> Path:
-        """Save one image with its parameters; returns the new file's path."""
+    def save(self, image: Image.Image | None, parameters: dict[str, Any], *, now: float | None = None,
+             data: bytes | None = None) -> Path:
+        """Save one image with its parameters (`data`: its PNG already encoded); returns the new file's path."""
         now = time.time() if now is None else now
         folder = self.root / time.strftime("%Y-%m-%d", time.localtime(now))
         with self._lock:
@@ -249,7 +250,7 @@ class OutputStore:
             while True:
                 path = folder / _file_name(number, parameters.get("seed"))
                 try:
-                    save_png(image, parameters, path, overwrite=False)
+                    save_png(image, parameters, path, overwrite=False, data=data)
                     break
                 except FileExistsError:  # another process took this number
                     number += 1

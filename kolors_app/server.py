@@ -12,8 +12,9 @@ from starlette.responses import PlainTextResponse
 
 from .config import Settings
 from .pipelines import PipelineManager
-from .ui.app import CSS, create_app
+from .ui.app import CSS, HEAD, create_app
 from .ui.i18n import i18n
+from .ui.mcp import mcp_lifespan
 from .ui.runner import AppContext
 from .zerogpu import on_zero_gpu
 
@@ -65,6 +66,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         ctx.manager.load()
     elif settings.preload:
         threading.Thread(target=ctx.manager.load, name="preload", daemon=True).start()
+    routes = []
+    if settings.api:
+        from .a1111 import a1111_router
+
+        # Given to the FastAPI app at its creation, so they come before gradio's own routes.
+        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue)).routes
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -75,9 +82,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         # The History tab is the one record of a visitor's runs, and its Clear button clears it all.
         run_history=False,
         show_error=False,
-        app_kwargs={"middleware": [Middleware(NoRemoteFiles)]},
+        app_kwargs={"middleware": [Middleware(NoRemoteFiles)], "routes": routes,
+                    **({"lifespan": mcp_lifespan(app)} if settings.mcp else {})},
+        mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,
+        head=HEAD,
         **overrides,
     )
     return app, ctx

@@ -194,9 +194,10 @@ def t2i_run(built):
     """One text-to-image run of two images through the tab's own handler: (outputs, progress)."""
     from ui_handlers import SMALL, FakeProgress, handler
 
-    app, _ = built
+    app, ctx = built
+    ctx.update_seconds = ctx.preview_seconds = 0  # progress and a preview at every step, for the tests to count
     progress = FakeProgress()
-    text_to_image = handler(app, "text_to_image-generate", "click")
+    text_to_image = app.studio_tabs["text_to_image"].handler
     outputs = list(text_to_image("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5, seed=42, num_images=2,
                                  request=None, progress=progress, **SMALL))
     return outputs, progress

@@ -1,0 +1,184 @@
+"""The API's overhead: what a request to the served app costs beyond the model's own work, and the UI's updates.
+
+`python -m bench.api [--sizes 512 1024] [--pairs 5]`: the production launch() in this process on the
+U-Net-heavy tiny model; gradio_client calls `/text_to_image` (programs) and `/text_to_image_live` (the
+page's event, with progress and previews) in shuffled order, each with a new prompt so that the text
+encoder runs as in a bare diffusers call. A request's extra time is its wall time at the client less the
+time spent in the diffusers calls it made (prompt encoding and the pipeline), measured inside the same
+request, so that a busy machine's drift mostly cancels. The table shows medians and ranges.
+Also: PNG encoding of a 1024 px photo at the zlib levels that matter (the result path encodes once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import RESULTS, ROOT, set_threads, tiny_settings
+from .server import free_port
+
+STEPS = 8
+PROMPT = "一只戴着草帽的橘猫, an orange cat in a straw hat, watercolor"
+
+
+@contextlib.contextmanager
+def served(settings):
+    """The production launch() in this process (so that the diffusers call inside can be timed); yields the URL."""
+    import dataclasses
+
+    from kolors_app.server import launch
+
+    home = Path(tempfile.mkdtemp(prefix="kolors-bench-api-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(home / "gradio")
+    port = free_port()
+    app, _ctx = launch(dataclasses.replace(settings, port=port, outputs_dir=home / "outputs", save_outputs=True),
+                       prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@contextlib.contextmanager
+def timed_pipeline_calls():
+    """Record the wall seconds of the model's own work while inside: KolorsPipeline calls and prompt encodings.
+
+    What the bare `pipe(prompt=...)` call does is exactly these two; the app calls encode_prompt itself (once
+    per new text, for its cache) and then the pipeline with the embeddings. Nested calls count once.
+    """
+    from diffusers import KolorsPipeline
+
+    spent, depth = [], [0]
+    originals = {name: getattr(KolorsPipeline, name) for name in ("__call__", "encode_prompt")}
+
+    def timing(original):
+        def timed(self, *args, **kwargs):
+            depth[0] += 1
+            started = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent.append(time.perf_counter() - started)
+        return timed
+
+    for name, original in originals.items():
+        setattr(KolorsPipeline, name, timing(original))
+    try:
+        yield spent
+    finally:
+        for name, original in originals.items():
+            setattr(KolorsPipeline, name, original)
+
+
+def spread(values: list[float], scale: float = 1e3, unit: str = "ms") -> str:
+    """Median and the range."""
+    return f"{statistics.median(values) * scale:.0f} {unit} ({min(values) * scale:.0f} to {max(values) * scale:.0f})"
+
+
+def measure_size(settings, size: int, rounds: int) -> dict:
+    """Rounds of /text_to_image (programs) and /text_to_image_live (the page's event) in shuffled order.
+
+    Each request's extra time is its wall time at the client less the time spent inside the diffusers call it
+    made, so that the drift of a busy machine (both happen back to back in one request) mostly cancels.
+    """
+    from gradio_client import Client
+
+    with served(settings) as url, timed_pipeline_calls() as spent:
+        client = Client(url, verbose=False)
+
+        def call(endpoint, prompt, seed):
+            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, api_name=endpoint)
+
+        endpoints = {"api": "/text_to_image", "ui": "/text_to_image_live"}
+        for name, endpoint in endpoints.items():  # warm-up: loading, first-call costs
+            call(endpoint, f"{PROMPT} warm-up {name}", 0)
+        walls = {name: [] for name in endpoints}
+        inside = {name: [] for name in endpoints}
+        for number in range(rounds):
+            order = list(endpoints)
+            random.shuffle(order)
+            for name in order:
+                before = len(spent)
+                started = time.perf_counter()
+                call(endpoints[name], f"{PROMPT} {number}", number + 1)  # a new prompt: the text encoder runs
+                walls[name].append(time.perf_counter() - started)
+                inside[name].append(sum(spent[before:]))
+    result = {"size": size, "steps": STEPS, "rounds": rounds, "walls": walls, "inside": inside}
+    for name in endpoints:
+        extra = [wall - model for wall, model in zip(walls[name], inside[name])]
+        ratio = [wall / model for wall, model in zip(walls[name], inside[name])]
+        result[name] = {"wall": spread(walls[name]), "model": spread(inside[name]), "extra": spread(extra),
+                        "extra_ms": round(statistics.median(extra) * 1e3, 1),
+                        "ratio": round(statistics.median(ratio), 4), "ratio_range": [round(min(ratio), 4),
+                                                                                     round(max(ratio), 4)]}
+    return result
+
+
+def measure_png(repeats: int = 5) -> list[dict]:
+    """PNG encoding of a 1024 px photo at the levels that matter: time and size."""
+    from PIL import Image
+
+    image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))
+    rows = []
+    for label, options in [("level 6 (PIL default)", {}), ("level 1", {"compress_level": 1}),
+                           ("level 1 + RLE (used)", {"compress_level": 1, "compress_type": 3}),
+                           ("level 0 (stored)", {"compress_level": 0})]:
+        seconds, size = [], 0
+        for _ in range(repeats):
+            buffer = io.BytesIO()
+            started = time.perf_counter()
+            image.save(buffer, "PNG", **options)
+            seconds.append(time.perf_counter() - started)
+            size = buffer.tell()
+        rows.append({"encoding": label, "ms": round(statistics.median(seconds) * 1e3, 1), "kB": size // 1024})
+    return rows
+
+
+def format_results(results: dict) -> str:
+    """The Markdown tables of bench/README.md."""
+    lines = ["| size | endpoint | request (client wall) | inside the diffusers call | extra (median, range) "
+             "| ratio (median, range) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for item in results["sizes"]:
+        for name, label in (("api", "`/text_to_image` (programs)"), ("ui", "`/text_to_image_live` (the page)")):
+            row = item[name]
+            lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | {label} | "
+                         f"{row['wall']} | {row['model']} | {row['extra']} | {row['ratio']:.3f} "
+                         f"({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) |")
+    lines += ["", "| PNG encoding, 1024 px photo | time | size |", "| --- | ---: | ---: |"]
+    lines += [f"| {item['encoding']} | {item['ms']:.0f} ms | {item['kB']} kB |" for item in results["png"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=RESULTS / "api.json")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    settings = tiny_settings("unet-heavy")
+    results = {"png": measure_png(), "sizes": []}
+    for size in args.sizes:
+        results["sizes"].append(measure_size(settings, size, args.pairs))
+        print(json.dumps({k: v for k, v in results["sizes"][-1].items() if k not in ("walls", "inside")}),
+              file=sys.stderr, flush=True)
+    print(format_results(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

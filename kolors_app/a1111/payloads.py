@@ -1,0 +1,255 @@
+"""AUTOMATIC1111's request bodies, and how each field maps onto the app's own request (or is ignored)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .. import params
+from ..config import Limits
+from ..images import URL_PATTERN, load_image
+from ..metadata import scheduler_from_a1111
+from ..params import ValidationError
+from ..schedulers import SCHEDULER_NAMES
+
+MODEL_TITLE = "Kolors"
+LORA_PATTERN = re.compile(r"<(?:lora|lyco):[^>]*>", re.IGNORECASE)
+# A1111 schedule types ("scheduler" since v1.9) that have a meaning here; the others are refused, not ignored.
+SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
+# Accepted and ignored: they make no sense for Kolors (or for this server). The README lists them.
+IGNORED_FIELDS = (
+    "styles", "subseed", "subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "restore_faces", "tiling",
+    "do_not_save_samples", "do_not_save_grid", "eta", "s_min_uncond", "s_churn", "s_tmax", "s_tmin", "s_noise",
+    "override_settings_restore_afterwards", "refiner_checkpoint", "refiner_switch_at", "disable_extra_networks",
+    "firstpass_image", "comments", "force_task_id", "infotext", "firstphase_width", "firstphase_height",
+    "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt", "sampler_index",
+    "resize_mode", "image_cfg_scale", "mask_blur_x", "mask_blur_y", "mask_round", "initial_noise_multiplier",
+    "latent_mask", "include_init_images", "clip_skip",
+)
+# Our field name (as ValidationError names it) -> the A1111 field a caller sent.
+A1111_NAMES = {"num_inference_steps": "steps", "guidance_scale": "cfg_scale", "num_images": "batch_size",
+               "strength": "denoising_strength", "scheduler": "sampler_name", "image": "init_images"}
+
+
+class Txt2Img(BaseModel):
+    """/sdapi/v1/txt2img; fields left out take Kolors' defaults (1024 px, CFG 5), unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 5.0
+    width: int = 1024
+    height: int = 1024
+    denoising_strength: float | None = None
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    override_settings: dict[str, Any] | None = None
+    script_name: str | None = None
+    script_args: list[Any] = []
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = {}
+
+
+class Img2Img(Txt2Img):
+    """/sdapi/v1/img2img: an init image, and with `mask` inpainting."""
+
+    init_images: list[Any] = []
+    denoising_strength: float = 0.75
+    mask: str | None = None
+    mask_blur: int = 4
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+
+
+class NotAvailable(Exception):
+    """A field asks for a feature this server does not have (yet): HTTP 501 naming the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def optional_module(name: str):
+    """kolors_app.<name> when that feature is installed in this app, else None."""
+    try:
+        return importlib.import_module(f"kolors_app.{name}")
+    except ModuleNotFoundError:
+        return None
+
+
+def a1111_error(error: ValidationError) -> ValidationError:
+    """The same error, naming the field as the A1111 caller spelled it."""
+    name = A1111_NAMES.get(error.field, error.field)
+    message = str(error).split(": ", 1)[1] if ": " in str(error) else str(error)
+    return ValidationError(name, message)
+
+
+def scheduler_for(sampler: str | None, schedule: str | None) -> str:
+    """Our scheduler for an A1111 sampler and schedule type ("DPM++ 2M" + "Karras" -> "DPM++ 2M Karras")."""
+    sampler = sampler or "Euler"
+    schedule_key = (schedule or "automatic").strip().lower()
+    if schedule_key not in SCHEDULE_TYPES:
+        raise ValidationError("scheduler", f"must be one of {', '.join(SCHEDULE_TYPES.values())}; got {schedule!r}")
+    name, note = scheduler_from_a1111(sampler, schedule_key)
+    if name is None or note:
+        choices = ", ".join(SCHEDULER_NAMES)
+        raise ValidationError("sampler_name", f"{sampler!r} with schedule {schedule or 'Automatic'!r} is not "
+                                              f"available; samplers: {choices}")
+    return name
+
+
+def decode_image(value: Any, field_name: str, limits: Limits):
+    """An image from A1111's base64 (raw or a data: URL); never a path or a URL."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field_name, "must be a base64-encoded image")
+    if value[:5].lower() == "data:":
+        return load_image(value, limits, field=field_name)
+    if URL_PATTERN.match(value):  # base64 has no colon
+        raise ValidationError(field_name, "URLs are not accepted; send the image as base64")
+    if len(value) * 3 // 4 > limits.max_upload_bytes:
+        raise ValidationError(field_name, f"is larger than {limits.max_upload_bytes // 1024 // 1024} MB")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(field_name, "is not valid base64") from None
+    return load_image(data, limits, field=field_name)
+
+
+def check_unsupported(body: Txt2Img, saving: bool) -> None:
+    """Refuse, before any model work, what cannot be honoured: a script, an unknown sampler, a missing feature."""
+    if body.script_name:
+        raise ValidationError("script_name", f"scripts are not available here; got {body.script_name!r}")
+    for name, script in body.alwayson_scripts.items():
+        if name.lower() != "controlnet":
+            raise ValidationError(f"alwayson_scripts.{name}", "is not available here (only controlnet)")
+        if not isinstance(script, dict) or not isinstance(script.get("args", []), list):
+            raise ValidationError(f"alwayson_scripts.{name}", "must be an object with an `args` list of units")
+    if body.save_images and not saving:
+        raise ValidationError("save_images", "saving images is off on this server")
+    checkpoint = (body.override_settings or {}).get("sd_model_checkpoint")
+    if checkpoint not in (None, "", MODEL_TITLE):
+        raise ValidationError("override_settings.sd_model_checkpoint", f"must be {MODEL_TITLE!r}; got {checkpoint!r}")
+    if body.enable_hr and optional_module("hires") is None:
+        raise NotAvailable("enable_hr", "the hires fix is not available on this server yet")
+    if LORA_PATTERN.search(body.prompt) and optional_module("lora") is None:
+        raise NotAvailable("prompt", "<lora:...> is not available on this server yet")
+
+
+def enabled_units(body: Txt2Img) -> list[tuple[int, dict]]:
+    """The enabled ControlNet units of alwayson_scripts (sd-webui-controlnet's format), with their index."""
+    units = []
+    for name, script in body.alwayson_scripts.items():
+        for index, unit in enumerate(script.get("args", [])):
+            if not isinstance(unit, dict):
+                raise ValidationError(f"alwayson_scripts.{name}.args[{index}]", "must be a ControlNet unit object")
+            if unit.get("enabled", True) and (unit.get("image") or unit.get("input_image")):
+                units.append((index, unit))
+    return units
+
+
+def core_fields(body: Txt2Img, scheduler: str, seed: int) -> dict[str, Any]:
+    """The settings every core request shares, for one iteration (`seed` is its first image's)."""
+    return dict(prompt=body.prompt, negative_prompt=body.negative_prompt, width=body.width, height=body.height,
+                num_inference_steps=body.steps, guidance_scale=body.cfg_scale, scheduler=scheduler, seed=seed,
+                num_images=body.batch_size)
+
+
+def core_has(part: str) -> bool:
+    """Whether the core generates with this part ("controls" or "mask") on this server yet.
+
+    The Control issue's request has the parts before their pipelines: until then generate() refuses them with
+    "not available in this version yet", which this reads (a stopgap that ends with that line).
+    """
+    import inspect
+
+    from .. import generation
+
+    return "not available in this version yet" not in inspect.getsource(generation.generate)
+
+
+def build_request(body: Txt2Img, scheduler: str, seed: int, limits: Limits):
+    """The app's own request for one iteration of an A1111 body; raises ValidationError or NotAvailable."""
+    request = params.GenerationRequest(**core_fields(body, scheduler, seed))
+    units = enabled_units(body)
+    if units and not core_has("controls"):
+        raise NotAvailable("alwayson_scripts.controlnet", "ControlNet is not available on this server yet")
+    init = None
+    if isinstance(body, Img2Img):
+        if not body.init_images:
+            raise ValidationError("init_images", "at least one image is required")
+        init = decode_image(body.init_images[0], "init_images", limits)
+        request.init = params.InitImage(init, body.denoising_strength)
+        if body.mask:
+            if not core_has("mask"):
+                raise NotAvailable("mask", "inpainting is not available on this server yet")
+            request.inpaint = inpaint_part(body, init, limits)
+    request.controls = [control_unit(unit, index, limits) for index, unit in units]
+    return request
+
+
+def inpaint_part(body: Img2Img, init, limits: Limits):
+    """A1111's mask fields as the core's Inpaint part (white = repaint, like A1111)."""
+    from PIL import ImageOps
+
+    from ..images import fit_image
+
+    mask = decode_image(body.mask, "mask", limits).convert("L")
+    if body.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    if mask.size != init.size:
+        mask = fit_image(mask.convert("RGB"), *init.size).convert("L")
+    # inpainting_fill (fill / original / latent noise / nothing) has no counterpart: the inpainting U-Net
+    # sees the masked image itself; it is accepted and ignored.
+    return params.Inpaint(mask=mask, mask_blur=body.mask_blur, area="masked" if body.inpaint_full_res else "whole",
+                          padding=body.inpaint_full_res_padding)
+
+
+CONTROL_MODULES = {"none": None, "canny": "canny", "depth": "depth", "depth_midas": "depth", "depth_leres": "depth",
+                   "depth_zoe": "depth", "openpose": "pose", "openpose_full": "pose", "dw_openpose_full": "pose"}
+
+
+def control_type_of(model: str, module: str, field_name: str) -> str:
+    """canny, depth or pose, from the unit's module (preprocessor) or else its model name."""
+    if module not in CONTROL_MODULES:
+        raise ValidationError(f"{field_name}.module", f"must be one of {', '.join(CONTROL_MODULES)}; got {module!r}")
+    if CONTROL_MODULES[module]:
+        return CONTROL_MODULES[module]
+    for kind in ("canny", "depth", "pose"):
+        if kind in (model or "").lower():
+            return kind
+    raise ValidationError(f"{field_name}.model", f"must name a Kolors ControlNet (canny, depth, pose); got {model!r}")
+
+
+def control_unit(unit: dict, index: int, limits: Limits):
+    """One sd-webui-controlnet unit as the core's ControlUnit."""
+    name = f"alwayson_scripts.controlnet.args[{index}]"
+    module = str(unit.get("module") or "none")
+    kind = control_type_of(str(unit.get("model") or ""), module, name)
+    low, high = unit.get("threshold_a", 100), unit.get("threshold_b", 200)
+    if module == "canny" and (not 0 <= float(low) <= 255 or float(low) == 64 == float(high)):
+        low, high = 100, 200  # webuiapi's default 64/64 are no canny thresholds; A1111's canny uses 100/200
+    return params.ControlUnit(type=kind, image=decode_image(unit.get("image") or unit.get("input_image"),
+                                                            f"{name}.image", limits),
+                              preprocess=module != "none", scale=unit.get("weight", 1.0),
+                              start=unit.get("guidance_start", 0.0), end=unit.get("guidance_end", 1.0),
+                              low_threshold=int(low), high_threshold=int(high))

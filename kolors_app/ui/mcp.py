@@ -1,0 +1,62 @@
+"""The MCP server (`--mcp`): gradio's, with each generated image answered as MCP image content."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from pathlib import Path
+
+import gradio as gr
+
+
+def flatten_outputs(data) -> list:
+    """gradio hands over an endpoint's outputs as one tuple (gallery, summary) inside a list: one flat list."""
+    flat = []
+    for output in data:
+        if isinstance(output, (list, tuple)) and not is_gallery(output):
+            flat += flatten_outputs(output)
+        else:
+            flat.append(output)
+    return flat
+
+
+def is_gallery(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(item, dict) and "image" in item for item in value)
+
+
+def content_of(server, data, root_url: str, fallback) -> list:
+    """Gallery items -> image content (the PNG file as it is, parameters included) and their URL; dicts -> JSON."""
+    types, content = server.types, []
+    for output in flatten_outputs(data):
+        if is_gallery(output):
+            for item in output:
+                image = item["image"]
+                path = Path(image.get("path") or "")
+                if path.is_file() and path.suffix == ".png":
+                    content.append(types.ImageContent(type="image", mimeType="image/png",
+                                                      data=base64.b64encode(path.read_bytes()).decode("ascii")))
+                    content.append(types.TextContent(type="text", text=f"Image URL: {image.get('url') or path}"))
+                else:
+                    content += fallback([image], root_url)
+        elif isinstance(output, dict):
+            content.append(types.TextContent(type="text", text=json.dumps(output, ensure_ascii=False)))
+        else:
+            content += fallback([output], root_url)
+    return content
+
+
+def mcp_lifespan(app: gr.Blocks):
+    """A FastAPI lifespan that fits gradio's MCP server to galleries once it exists (it is built at launch)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_fastapi_app):
+        server = getattr(app, "mcp_server_obj", None)
+        if server is not None:
+            # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
+            original = server.postprocess_output_data
+            server.postprocess_output_data = lambda data, root_url: content_of(server, data, root_url, original)
+        yield
+
+    return lifespan

@@ -1,0 +1,253 @@
+"""AUTOMATIC1111's REST API (`--api`) on the tiny model, through the `webuiapi` client library and raw HTTP."""
+
+import base64
+import dataclasses
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import webuiapi
+from gradio_http import free_port, wait_until
+from PIL import Image
+
+from kolors_app.metadata import read_image_parameters
+
+SMALL = dict(width=256, height=256, steps=2)
+
+
+@pytest.fixture(scope="module")
+def a1111(settings, manager, tmp_path_factory):
+    """The app with --api served in this process: (base URL, app context)."""
+    from kolors_app.server import launch
+
+    folder = tmp_path_factory.mktemp("a1111")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
+        app_settings = dataclasses.replace(settings, port=free_port(), outputs_dir=folder / "outputs",
+                                           save_outputs=True, api=True)
+        app, ctx = launch(app_settings, manager, prevent_thread_lock=True, quiet=True)
+        try:
+            yield f"http://127.0.0.1:{app_settings.port}", ctx
+        finally:
+            app.close()
+
+
+@pytest.fixture(scope="module")
+def api(a1111):
+    return webuiapi.WebUIApi(baseurl=f"{a1111[0]}/sdapi/v1", sampler="Euler", steps=2)
+
+
+def b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def post(a1111, path: str, body) -> httpx.Response:
+    return httpx.post(f"{a1111[0]}{path}", json=body, timeout=120)
+
+
+# --- with the webuiapi client library ---
+
+
+def test_txt2img_answers_pngs_with_parameters_and_a1111_info(api):
+    result = api.txt2img(prompt="一只红色的狐狸, a red fox", negative_prompt="blurry", seed=42, batch_size=2,
+                         cfg_scale=6.5, sampler_name="DPM++ 2M", scheduler="Karras", **SMALL)
+    assert len(result.images) == 2 and result.images[0].size == (256, 256)
+    assert result.info["all_seeds"] == [42, 43] and result.info["seed"] == 42
+    assert result.info["infotexts"][0].startswith("一只红色的狐狸, a red fox\nNegative prompt: blurry\nSteps: 2, "
+                                                  "Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 42")
+    stored = read_image_parameters(result.images[1])
+    assert stored.parameters["seed"] == 43 and stored.parameters["scheduler"] == "DPM++ 2M Karras"
+    assert stored.text == result.info["infotexts"][1]
+    assert result.parameters["prompt"] == "一只红色的狐狸, a red fox"
+
+
+def test_same_seed_same_pixels_and_n_iter_continues_the_seeds(api):
+    first = api.txt2img(prompt="a cat", seed=7, **SMALL)
+    again = api.txt2img(prompt="a cat", seed=6, n_iter=2, **SMALL)
+    assert again.info["all_seeds"] == [6, 7] and len(again.images) == 2
+    assert np.array_equal(np.asarray(first.image.convert("RGB")), np.asarray(again.images[1].convert("RGB")))
+
+
+def test_img2img_repaints_the_init_image(api, init_image):
+    result = api.img2img(images=[init_image], prompt="an oil painting", denoising_strength=0.5, seed=3, **SMALL)
+    assert result.image.size == (256, 256)
+    stored = read_image_parameters(result.image).parameters
+    assert stored["mode"] == "image_to_image" and stored["strength"] == 0.5
+
+
+def test_png_info_reads_the_parameters_back(api):
+    image = api.txt2img(prompt="a lighthouse", seed=5, **SMALL).image
+    info = api.png_info(image)
+    assert info.info.startswith("a lighthouse\nSteps: 2, Sampler: Euler")
+    assert info.parameters["Prompt"] == "a lighthouse" and info.parameters["Seed"] == "5"
+
+
+def test_interrupt_ends_the_running_job_and_progress_shows_it(api, a1111):
+    answers = {}
+    worker = threading.Thread(target=lambda: answers.update(
+        result=api.txt2img(prompt="a long run", seed=1, width=256, height=256, steps=150, n_iter=2)))
+    worker.start()
+    assert wait_until(lambda: api.get_progress()["state"]["sampling_step"] >= 2, timeout=60)
+    state = api.get_progress()
+    assert 0 < state["progress"] < 1 and state["state"]["job_count"] == 2 and state["eta_relative"] > 0
+    assert wait_until(lambda: api.get_progress()["current_image"], timeout=30), "no live preview"
+    preview = Image.open(io.BytesIO(base64.b64decode(api.get_progress()["current_image"])))
+    assert preview.size[0] > 0
+    started = time.monotonic()
+    assert api.interrupt() == {}
+    worker.join(60)
+    assert time.monotonic() - started < 30
+    assert answers["result"].images == [] and answers["result"].info["interrupted"] is True
+    assert api.get_progress()["state"]["job_count"] == 0
+
+
+def test_lists_models_samplers_schedulers_options(api, a1111):
+    assert [model["title"] for model in api.get_sd_models()] == ["Kolors"]
+    assert api.get_options()["sd_model_checkpoint"] == "Kolors"
+    assert {"Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"} <= {s["name"] for s in api.get_samplers()}
+    assert {s["name"] for s in httpx.get(f"{a1111[0]}/sdapi/v1/schedulers").json()} == {"automatic", "karras"}
+    assert api.util_get_current_model() == "Kolors"
+    api.set_options({"sd_model_checkpoint": "Kolors", "jpeg_quality": 80})  # the other option is ignored
+    assert httpx.get(f"{a1111[0]}/sdapi/v1/upscalers").json()[0]["name"] == "None"
+    assert isinstance(api.get_loras(), list)
+    assert "canny" in api.controlnet_module_list()
+
+
+def test_saved_images_go_only_into_the_outputs_folder(api, a1111):
+    api.txt2img(prompt="kept on the server", seed=9, save_images=True, **SMALL)
+    ctx = a1111[1]
+    assert ctx.saver.wait(30)
+    saved = ctx.outputs.list_recent(5)
+    assert saved[0]["parameters"]["prompt"] == "kept on the server"
+    assert saved[0]["path"].is_relative_to(ctx.outputs.root.resolve())
+
+
+# --- each error case, by raw HTTP ---
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"prompt": "x", "width": 1001}, 422, "width"),
+    ({"prompt": "x", "width": "wide"}, 422, "width"),
+    ({"prompt": "x", "steps": 0}, 422, "steps"),
+    ({"prompt": "x", "cfg_scale": 99}, 422, "cfg_scale"),
+    ({"prompt": "x", "batch_size": 9}, 422, "batch_size"),
+    ({"prompt": "x", "n_iter": 3, "batch_size": 3}, 422, "n_iter"),
+    ({"prompt": "x", "seed": 2**40}, 422, "seed"),
+    ({"prompt": ""}, 422, "prompt"),
+    ({"prompt": "x" * 6000}, 422, "prompt"),
+    ({"prompt": "x", "sampler_name": "LMS"}, 422, "sampler_name"),
+    ({"prompt": "x", "sampler_name": "Euler", "scheduler": "Exponential"}, 422, "scheduler"),
+    ({"prompt": "x", "script_name": "x/y/z plot"}, 422, "script_name"),
+    ({"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": [True]}}}, 422, "alwayson_scripts.ADetailer"),
+    ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}}, 422,
+     "override_settings.sd_model_checkpoint"),
+])
+def test_txt2img_refuses_bad_values_naming_the_field(a1111, body, status, field):
+    answer = post(a1111, "/sdapi/v1/txt2img", {**SMALL, **body})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["field"] == field and answer.json()["detail"].startswith(field)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"init_images": []}, "init_images"),
+    ({"init_images": ["not base64!"]}, "init_images"),
+    ({"init_images": ["/etc/passwd"]}, "init_images"),
+    ({"init_images": ["file:///etc/passwd"]}, "init_images"),
+    ({"init_images": ["https://example.com/cat.png"]}, "init_images"),
+    ({"init_images": [base64.b64encode(b"<svg></svg>").decode()]}, "init_images"),
+    ({"denoising_strength": 0}, "denoising_strength"),
+])
+def test_img2img_refuses_bad_images_and_values_naming_the_field(a1111, init_image, body, field):
+    answer = post(a1111, "/sdapi/v1/img2img", {"prompt": "x", **SMALL, "init_images": [b64(init_image)], **body})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field
+
+
+def test_broken_json_and_huge_bodies_are_refused(a1111):
+    answer = httpx.post(f"{a1111[0]}/sdapi/v1/txt2img", content=b"{not json", timeout=30)
+    assert answer.status_code == 422 and "JSON" in answer.json()["detail"]
+    settings = a1111[1].settings
+    huge = b'{"prompt": "' + b"x" * (settings.limits.max_upload_bytes * 9) + b'"}'
+    assert httpx.post(f"{a1111[0]}/sdapi/v1/txt2img", content=huge, timeout=60).status_code == 413
+
+
+def test_png_info_refuses_what_is_not_an_image(a1111):
+    for value in ["", "nope", base64.b64encode(b"plain text").decode()]:
+        answer = post(a1111, "/sdapi/v1/png-info", {"image": value})
+        assert answer.status_code == 422 and answer.json()["field"] == "image", answer.text
+
+
+def test_save_images_is_refused_when_saving_is_off(settings, manager):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from kolors_app.a1111 import a1111_router
+    from kolors_app.ui.runner import AppContext
+
+    ctx = AppContext(dataclasses.replace(settings, save_outputs=False), manager)
+    app = FastAPI()
+    app.include_router(a1111_router(ctx))
+    answer = TestClient(app).post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "save_images": True})
+    assert answer.status_code == 422 and answer.json()["field"] == "save_images"
+
+
+def test_api_auth_is_required_when_set(settings, manager):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from kolors_app.a1111 import a1111_router
+    from kolors_app.ui.runner import AppContext
+
+    ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret,other:pw"), manager)
+    app = FastAPI()
+    app.include_router(a1111_router(ctx))
+    client = TestClient(app)
+    assert client.get("/sdapi/v1/sd-models").status_code == 401
+    assert client.get("/sdapi/v1/sd-models", auth=("robot", "wrong")).status_code == 401
+    assert client.get("/sdapi/v1/sd-models", auth=("other", "pw")).status_code == 200
+
+
+def test_api_is_off_by_default_and_needs_auth_on_a_share_link():
+    from kolors_app.config import SettingsError, load_settings
+
+    assert load_settings([])[0].api is False
+    with pytest.raises(SettingsError, match="api-auth"):
+        load_settings(["--api", "--share"])
+    assert load_settings(["--api", "--share", "--api-auth", "u:p"])[0].api
+
+
+def test_no_a1111_routes_without_the_flag(served):
+    assert httpx.get(f"{served.url}sdapi/v1/sd-models", timeout=30).status_code == 404
+
+
+def test_features_not_on_this_server_yet_answer_501_naming_the_field(a1111, init_image):
+    from kolors_app.a1111.payloads import core_has, optional_module
+
+    unit = {"image": b64(init_image), "module": "canny", "model": "Kolors-ControlNet-Canny", "weight": 0.7}
+    cases = [("/sdapi/v1/txt2img", {"alwayson_scripts": {"controlnet": {"args": [unit]}}},
+              "alwayson_scripts.controlnet", core_has("controls")),
+             ("/sdapi/v1/img2img", {"init_images": [b64(init_image)], "mask": b64(init_image.convert("L"))}, "mask",
+              core_has("mask")),
+             ("/sdapi/v1/txt2img", {"enable_hr": True}, "enable_hr", optional_module("hires") is not None),
+             ("/sdapi/v1/txt2img", {"prompt": "a fox <lora:ink:0.8>"}, "prompt", optional_module("lora") is not None)]
+    for path, body, field, available in cases:
+        if available:
+            continue
+        answer = post(a1111, path, {"prompt": "x", **SMALL, **body})
+        assert answer.status_code == 501, answer.text
+        assert answer.json()["field"] == field and "not available" in answer.json()["detail"]
+
+
+def test_info_is_a1111_json_text(a1111):
+    answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a boat", "seed": 11, **SMALL})
+    assert answer.status_code == 200
+    info = json.loads(answer.json()["info"])
+    assert info["seed"] == 11 and info["all_seeds"] == [11] and info["sd_model_name"] == "Kolors"
+    image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+    assert image.info["parameters"] == info["infotexts"][0]
