@@ -84,6 +84,11 @@ class Settings:
     behind_proxy: bool | None = None
     allowed_hosts: str | None = None
     # --- end quotas ---
+    # --- creative tools (kolors_app/creative.py) ---
+    lora_dir: Path = Path("models/lora")
+    upscaler_dir: Path = Path("models/upscalers")
+    styles_file: Path | None = None
+    # --- end creative tools ---
     limits: Limits = field(default_factory=Limits)
 
     def saving_enabled(self) -> bool:
@@ -180,6 +185,14 @@ _CONVERTERS.update({"embedding_cache_mb": int, "embedding_cache_dir": lambda tex
                     **{name: _parse_bool for name in
                        ("channels_last", "fuse_qkv", "compile", "vae_slicing", "vae_tiling")}})
 # --- end speed options ---
+# --- creative tools ---
+_FIELD_HELP.update({
+    "lora_dir": "folder of LoRAs (*.safetensors files or diffusers folders), scanned at start and on refresh",
+    "upscaler_dir": "folder of super-resolution models (ESRGAN family, loaded with spandrel)",
+    "styles_file": "an AUTOMATIC1111 styles.csv added to the shipped styles",
+})
+_CONVERTERS.update({"lora_dir": Path, "upscaler_dir": Path, "styles_file": lambda text: Path(text) if text else None})
+# --- end creative tools ---
 
 # --- quotas for a shared server ---
 QUOTA_HELP = {

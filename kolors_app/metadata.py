@@ -95,11 +95,15 @@ def format_parameters(params: dict[str, Any]) -> str:
     }
     if mode != "text_to_image":
         values.update(strength=params.get("strength"), ip_adapter_scale=params.get("ip_adapter_scale"), mode=mode)
-    pairs = ", ".join(f"{LABELS[key]}: {quote(_number_text(value))}"
-                      for key, value in values.items() if value is not None)
-    lines = [params.get("prompt") or ""]
-    if params.get("negative_prompt"):
-        lines.append(f"{NEGATIVE_PREFIX} {params['negative_prompt']}")
+    labelled = [(LABELS[key], value) for key, value in values.items() if value is not None]
+    from .creative import infotext_pairs, infotext_prompts
+
+    labelled += infotext_pairs(params)  # Hires ..., Lora hashes
+    pairs = ", ".join(f"{label}: {quote(_number_text(value))}" for label, value in labelled)
+    prompt, negative = infotext_prompts(params)  # what ran: styles applied, {a|b} drawn
+    lines = [prompt]
+    if negative:
+        lines.append(f"{NEGATIVE_PREFIX} {negative}")
     lines.append(pairs)
     return "\n".join(lines)
 
@@ -188,6 +192,9 @@ def clean_parameters(values: Any, field_name: str = "parameters", limits: Limits
             cleaned[name] = _typed(f"{field_name}.{name}", values[name], kind, limits)
     if "model" in values:
         cleaned["model"] = _short_text(f"{field_name}.model", values["model"], MAX_MODEL_CHARS)
+    from .creative import clean_values
+
+    cleaned.update(clean_values(values, field_name))
     return cleaned
 
 
@@ -293,6 +300,9 @@ def parse_parameters(text: str) -> ImageParameters:
             notes.append(note)
     if "Model" in labels:
         found["model"] = labels["Model"][:MAX_MODEL_CHARS]
+    from .creative import from_infotext
+
+    found.update(from_infotext(labels, prompt))
     found["mode"] = _mode(labels, notes)
     if found["mode"] == "text_to_image":
         found.pop("strength", None)
@@ -309,8 +319,6 @@ def _mode(labels: dict[str, str], notes: list[str]) -> str:
     if "IP-Adapter scale" in labels:
         return "ip_adapter"
     hires = any(label.startswith(HIRES_PREFIX) for label in labels)
-    if hires:
-        notes.append("Hires fix settings are not supported here; only the first pass is used")
     # A1111 writes Denoising strength for img2img, and also for the second pass of a Hires fix.
     return "image_to_image" if "Denoising strength" in labels and not hires else "text_to_image"
 
