@@ -197,7 +197,7 @@ def t2i_run(built):
     app, ctx = built
     ctx.update_seconds = ctx.preview_seconds = 0  # progress and a preview at every step, for the tests to count
     progress = FakeProgress()
-    text_to_image = handler(app, "text_to_image-generate", "click")
+    text_to_image = app.studio_tabs["text_to_image"].handler
     outputs = list(text_to_image("一只红色的狐狸, a red fox", "blurry", num_inference_steps=5, seed=42, num_images=2,
                                  request=None, progress=progress, **SMALL))
     return outputs, progress

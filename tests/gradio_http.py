@@ -46,11 +46,8 @@ class Raw:
         self.url = url.rstrip("/")
         config = httpx.get(f"{self.url}/config", timeout=30).json()
         self.fn = {dep["api_name"]: dep["id"] for dep in config["dependencies"] if dep.get("api_name")}
-        # The Python event of each generate event's Stop button: the one sharing its trigger with the cancel.
-        triggers = {json.dumps(dep["targets"]): dep for dep in config["dependencies"] if dep.get("backend_fn")}
-        self.stop_of = {name: triggers[json.dumps(dep["targets"])]["api_name"]
-                        for dep in config["dependencies"] for name, fn in self.fn.items()
-                        if fn in (dep.get("cancels") or [])}
+        # The page's Stop button of each generate endpoint (a private event named after it).
+        self.stop_of = {name: f"{name}_stop" for name in self.fn if f"{name}_stop" in self.fn}
 
     def join(self, api_name: str, data: list | str, session: str, timeout: float = 60) -> httpx.Response:
         """Queue an event; `data` as a string is sent as written (NaN is not JSON)."""

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticError
 from ..generation import RunControl, batch_seeds
 from ..metadata import format_parameters, read_image_parameters, split_parameters
 from ..params import MAX_SEED, ValidationError, concrete_seed, validate
+from ..quotas import check_work, resolve
 from ..result_files import encode_png
 from ..schedulers import SCHEDULER_NAMES
 from .jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
@@ -154,6 +155,8 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
         try:
             requests = [validate(build_request(body, scheduler, seeds[number * body.batch_size], limits), limits)
                         for number in range(body.n_iter)]
+            for checked in requests:
+                check_work(checked, resolve(settings))  # the same work budget as the page's
         except ValidationError as error:
             error = a1111_error(error)
             return error_response(422, "Invalid input", str(error), error.field)

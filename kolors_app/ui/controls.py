@@ -7,8 +7,11 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from ..config import Limits
+from ..metadata import clean_parameters, format_parameters
+from ..params import ValidationError
 from ..schedulers import RECOMMENDED, SCHEDULER_NAMES
-from .i18n import i18n
+from ..zerogpu import on_zero_gpu
+from .i18n import i18n, name_of, tr, language
 
 # Sizes around one megapixel (Kolors' native 1024x1024), all multiples of 64.
 ASPECT_PRESETS = {
@@ -22,6 +25,7 @@ ASPECT_PRESETS = {
     "21:9": (1536, 640),
 }
 CUSTOM = "Custom"
+SIZE_MULTIPLE = 8
 
 
 @dataclass
@@ -50,6 +54,11 @@ class GenerationControls:
     use_settings: gr.Button
     send_i2i: gr.Button
     send_ip: gr.Button
+    progress: gr.Markdown = None
+    infotext: gr.Textbox = None
+    reset: gr.Button = None
+    api_trigger: gr.Button = None
+    scheduler_state: gr.State = None
 
     def request_inputs(self) -> list:
         """The inputs every generate endpoint takes, in the API's order."""
@@ -69,17 +78,35 @@ def aspect_for(width: int, height: int) -> str:
     return CUSTOM
 
 
-def build_controls(mode: str, limits: Limits, steps: int, guidance: float, prompt_lines: int = 3) -> tuple:
-    """Lay out the shared controls; returns (controls, column for mode-specific inputs)."""
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5):
+def gallery_buttons() -> list[str]:
+    """The gallery's buttons that work where the app runs: gradio's Share works on Spaces only."""
+    from ..config import on_spaces
+
+    return ["download", "download_all", "fullscreen"] + (["share"] if on_spaces() or on_zero_gpu() else [])
+
+
+def build_controls(mode: str, limits: Limits, steps: int, guidance: float, prompt_lines: int = 3,
+                   scheduler: str = "Euler") -> tuple:
+    """Lay out the shared controls; returns (controls, column for mode-specific inputs).
+
+    The prompt and the Generate button come first (on a phone too), then the results, then the settings.
+    """
+    with gr.Row(equal_height=False, elem_classes="studio-prompt-row"):
+        with gr.Column(scale=8):
             prompt = gr.Textbox(label=i18n("prompt"), placeholder=i18n("prompt_placeholder"), lines=prompt_lines,
-                                max_length=limits.max_prompt_chars, elem_id=f"{mode}-prompt")
+                                max_length=limits.max_prompt_chars, elem_id=f"{mode}-prompt",
+                                elem_classes="studio-prompt")
             token_count = gr.Markdown(f"0 / {limits.max_prompt_tokens}", elem_id=f"{mode}-tokens")
             negative_prompt = gr.Textbox(label=i18n("negative_prompt"), lines=1,
-                                         max_length=limits.max_prompt_chars, elem_id=f"{mode}-negative")
+                                         max_length=limits.max_prompt_chars, elem_id=f"{mode}-negative",
+                                         elem_classes="studio-prompt")
+        with gr.Column(scale=2, min_width=160, elem_classes="studio-buttons"):
+            generate = gr.Button(i18n("generate"), variant="primary", size="lg", elem_id=f"{mode}-generate")
+            stop = gr.Button(i18n("stop"), variant="stop", interactive=False, elem_id=f"{mode}-stop")
+    with gr.Row(equal_height=False, elem_classes="studio-main"):
+        with gr.Column(scale=5, elem_classes="studio-settings"):
             extra = gr.Column()
-            aspect = gr.Radio([*ASPECT_PRESETS, CUSTOM], value="1:1", label=i18n("aspect"),
+            aspect = gr.Radio([(name, name) for name in ASPECT_PRESETS] + [(i18n("custom"), CUSTOM)], value="1:1", label=i18n("aspect"),
                               elem_id=f"{mode}-aspect")
             with gr.Row():
                 width = gr.Slider(limits.min_size, limits.max_size, value=1024, step=8, label=i18n("width"),
@@ -87,8 +114,8 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
                 height = gr.Slider(limits.min_size, limits.max_size, value=1024, step=8, label=i18n("height"),
                                    elem_id=f"{mode}-height")
             with gr.Row():
-                scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value="Euler", label=i18n("scheduler"),
-                                        elem_id=f"{mode}-scheduler")
+                scheduler_box = gr.Dropdown(list(SCHEDULER_NAMES), value=scheduler, label=i18n("scheduler"),
+                                            elem_id=f"{mode}-scheduler")
                 num_inference_steps = gr.Slider(1, limits.max_steps, value=steps, step=1, label=i18n("steps"),
                                                 elem_id=f"{mode}-steps")
                 guidance_scale = gr.Slider(0, limits.max_guidance, value=guidance, step=0.1,
@@ -99,41 +126,125 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
                 # Stacked small buttons: in the row itself they stretch to the seed box's height.
                 with gr.Column(scale=1, min_width=140):
                     random_seed = gr.Button(i18n("random_seed"), size="sm", elem_id=f"{mode}-random-seed")
-                    reuse_seed = gr.Button(i18n("reuse_seed"), size="sm", elem_id=f"{mode}-reuse-seed")
+                    reuse_seed = gr.Button(i18n("seed_of_selected"), size="sm", elem_id=f"{mode}-reuse-seed")
                 num_images = gr.Slider(1, limits.max_images, value=1, step=1, label=i18n("num_images"), scale=2,
                                        elem_id=f"{mode}-num-images")
-        with gr.Column(scale=6):
             with gr.Row():
-                generate = gr.Button(i18n("generate"), variant="primary", elem_id=f"{mode}-generate")
-                stop = gr.Button(i18n("stop"), variant="stop", elem_id=f"{mode}-stop")
-            gallery = gr.Gallery(label=i18n("gallery"), format="png", columns=2, height=520, interactive=False,
-                                 elem_id=f"{mode}-gallery")
+                gr.Markdown(i18n("settings_note"), elem_classes="studio-note")
+                reset = gr.Button(i18n("reset_settings"), size="sm", scale=0, min_width=160,
+                                  elem_id=f"{mode}-reset")
+        with gr.Column(scale=6, elem_classes="studio-results"):
+            progress = gr.Markdown(i18n("progress_idle"), elem_id=f"{mode}-progress", elem_classes="studio-progress")
+            gallery = gr.Gallery(label=i18n("gallery"), format="png", columns=2, height=560, interactive=False,
+                                 object_fit="contain", buttons=gallery_buttons(), elem_id=f"{mode}-gallery")
             with gr.Row():
                 use_settings = gr.Button(i18n("use_settings"), size="sm", elem_id=f"{mode}-use-settings")
                 send_i2i = gr.Button(i18n("send_i2i"), size="sm", elem_id=f"{mode}-send-i2i")
                 send_ip = gr.Button(i18n("send_ip"), size="sm", elem_id=f"{mode}-send-ip")
-            selected = gr.JSON(label=i18n("parameters"), elem_id=f"{mode}-selected")
+            infotext = gr.Textbox(label=i18n("infotext"), lines=3, interactive=False, buttons=["copy"],
+                                  elem_id=f"{mode}-infotext")
+            with gr.Accordion(i18n("json"), open=False):
+                selected = gr.JSON(label=i18n("parameters"), elem_id=f"{mode}-selected")
             result = gr.JSON(visible=False)
             selected_index = gr.State(0)
+            scheduler_state = gr.State(scheduler)
     controls = GenerationControls(prompt, negative_prompt, token_count, aspect, width, height, num_inference_steps,
-                                  guidance_scale, scheduler, seed, random_seed, reuse_seed, num_images, generate,
-                                  stop, gallery, result, selected, selected_index, use_settings, send_i2i, send_ip)
-    _wire_local_events(controls)
+                                  guidance_scale, scheduler_box, seed, random_seed, reuse_seed, num_images, generate,
+                                  stop, gallery, result, selected, selected_index, use_settings, send_i2i, send_ip,
+                                  progress, infotext, reset, None, scheduler_state)
+    _wire_local_events(controls, limits)
     return controls, extra
 
 
-def _wire_local_events(c: GenerationControls) -> None:
+def quiet(**kwargs) -> dict:
+    """Options of a quick event that shows toasts: queued (gradio drops an unqueued event's toasts and turns its
+    errors into a red "Error" on every output), with no progress overlay, and not part of the API."""
+    return dict(queue=True, show_progress="hidden", api_visibility="private", **kwargs)
+
+
+def _wire_local_events(c: GenerationControls, limits: Limits) -> None:
     """Events that touch only this tab's controls and need no model."""
     c.aspect.change(lambda name: [gr.skip()] * 2 if name == CUSTOM else list(ASPECT_PRESETS[name]),
                     c.aspect, [c.width, c.height], queue=False, api_visibility="private")
-    c.scheduler.input(lambda name: list(RECOMMENDED[name]), c.scheduler,
-                      [c.num_inference_steps, c.guidance_scale], queue=False, api_visibility="private")
+    c.scheduler.input(sampler_defaults, [c.scheduler, c.scheduler_state, c.num_inference_steps, c.guidance_scale],
+                      [c.num_inference_steps, c.guidance_scale, c.scheduler_state], queue=False,
+                      api_visibility="private")
     c.random_seed.click(lambda: -1, None, c.seed, queue=False, api_visibility="private")
-    c.reuse_seed.click(last_seed, c.result, c.seed, queue=False, api_visibility="private")
-    c.gallery.select(selected_parameters, c.result, [c.selected, c.selected_index], queue=False,
+    c.reuse_seed.click(seed_of_selected, [c.result, c.selected_index], c.seed, **quiet())
+    c.gallery.select(selected_parameters, c.result, [c.selected, c.selected_index, c.infotext], queue=False,
                      api_visibility="private")
+
+    def snap(width, height, request: gr.Request = None):
+        return snap_sizes(limits, width, height, request)
+
     for size in (c.width, c.height):
-        size.input(aspect_for, [c.width, c.height], c.aspect, queue=False, api_visibility="private")
+        # preprocess=False: a typed 5000 reaches snap (gradio would refuse it past the maximum with a red Error).
+        size.input(snap, [c.width, c.height], [c.width, c.height, c.aspect], trigger_mode="always_last",
+                   preprocess=False, **quiet())
+
+
+def sampler_defaults(name: str, previous: str, steps, guidance):
+    """A sampler's recommended steps and guidance, unless the user had changed them from the previous one's."""
+    if name not in RECOMMENDED:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        current = (int(steps), float(guidance))
+    except (TypeError, ValueError):
+        current = None
+    if previous in RECOMMENDED and current != RECOMMENDED[previous]:
+        return gr.skip(), gr.skip(), name  # the user's own values stay
+    return (*RECOMMENDED[name], name)
+
+
+def snapped_size(value, limits: Limits) -> int | None:
+    """The nearest allowed size (a multiple of 8 inside the limits), or None when it is not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number:  # NaN
+        return None
+    nearest = int(round(number / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+    return min(max(nearest, limits.min_size), limits.max_size)
+
+
+def snap_sizes(limits: Limits, width, height, request: gr.Request | None = None) -> tuple:
+    """Typed sizes snapped the way the slider does, saying so; the API itself refuses such values."""
+    lang = language(request)
+    values = []
+    for name, value in (("width", width), ("height", height)):
+        snapped = snapped_size(value, limits)
+        if snapped is None:
+            values.append(gr.skip())
+            continue
+        if snapped != value:
+            gr.Info(tr(lang, "snapped", field=name_of(lang, name), value=value, snapped=snapped,
+                       low=limits.min_size, high=limits.max_size), title=tr(lang, "title_info"))
+        values.append(snapped)
+    sizes = [v if not isinstance(v, type(gr.skip())) else o for v, o in zip(values, (width, height))]
+    try:
+        aspect = aspect_for(int(sizes[0]), int(sizes[1]))
+    except (TypeError, ValueError):
+        aspect = gr.skip()
+    return (*values, aspect)
+
+
+def image_at(result: dict | None, index) -> dict | None:
+    """The parameters of the image on screen: the selected one, else the first of the last run."""
+    images = (result or {}).get("images") or []
+    if not images:
+        return None
+    return images[index] if isinstance(index, int) and 0 <= index < len(images) else images[0]
+
+
+def seed_of_selected(result: dict | None, index, request: gr.Request = None):
+    """The selected image's seed (the first image's when none was clicked), or say there is none."""
+    parameters = image_at(result, index)
+    if parameters is None:
+        gr.Warning(tr(request, "no_image_yet"), title=tr(request, "title_nothing_selected"))
+        return gr.skip()
+    gr.Info(tr(request, "seed_set", seed=parameters["seed"]), title=tr(request, "title_info"))
+    return parameters["seed"]
 
 
 def last_seed(result: dict | None):
@@ -142,19 +253,36 @@ def last_seed(result: dict | None):
     return images[0]["seed"] if images else gr.skip()
 
 
+def infotext_of(parameters: dict | None) -> str:
+    """The A1111 'parameters' text of one image, as under an image in A1111."""
+    if not parameters:
+        return ""
+    try:  # the browser sends numbers back as JSON: 5.0 comes back as 5
+        parameters = clean_parameters(parameters)
+    except ValidationError:
+        return ""
+    return format_parameters(parameters)
+
+
 def selected_parameters(result: dict | None, event: gr.SelectData):
-    """The parameters and index of the gallery image the user clicked."""
+    """The parameters, index and infotext of the gallery image the user clicked."""
     images = (result or {}).get("images") or []
     index = event.index if isinstance(event.index, int) and 0 <= event.index < len(images) else 0
-    return (images[index] if images else None), index
+    parameters = images[index] if images else None
+    return parameters, index, infotext_of(parameters)
 
 
 def selected_image(gallery: list | None, index: int) -> str | None:
     """The file of the selected gallery image (the first one if none was clicked)."""
     if not gallery:
         return None
-    item = gallery[index] if 0 <= index < len(gallery) else gallery[0]
-    return item[0] if isinstance(item, (tuple, list)) else item
+    item = gallery[index] if isinstance(index, int) and 0 <= index < len(gallery) else gallery[0]
+    if isinstance(item, dict):  # the gallery's own payload
+        image = item.get("image") or {}
+        path = image.get("path") if isinstance(image, dict) else None
+    else:
+        path = item[0] if isinstance(item, (tuple, list)) and item else item
+    return path if isinstance(path, str) else None
 
 
 def control_updates(controls: GenerationControls, parameters: dict) -> dict:
@@ -165,6 +293,8 @@ def control_updates(controls: GenerationControls, parameters: dict) -> dict:
             updates[getattr(controls, name)] = parameters[name]
     if "width" in parameters and "height" in parameters:
         updates[controls.aspect] = aspect_for(parameters["width"], parameters["height"])
+    if "scheduler" in parameters:
+        updates[controls.scheduler_state] = parameters["scheduler"]
     return updates
 
 

@@ -1,5 +1,9 @@
 """Interface strings in English and Chinese; gradio picks the browser's language."""
 
+from __future__ import annotations
+
+import re
+
 import gradio as gr
 
 STRINGS = {
@@ -47,11 +51,26 @@ STRINGS = {
         "clear": "Clear history",
         "export": "Export JSON",
         "import": "Import JSON",
-        "history_help": "Kept only in this browser. Click an entry, then restore it.",
+        "history_help": "Kept only in this browser (IndexedDB): every image at full size with its parameters, init and reference images. Nothing is sent to the server until you restore an entry.",
         "png_drop": "Drop a PNG (Kolors Studio or AUTOMATIC1111)",
         "png_parameters": "Parameters",
         "png_restore": "Restore into its tab",
         "status": "Status",
+        "seed_of_selected": "Use this image's seed",
+        "resize_mode": "Resize to the size",
+        "resize_crop": "Crop",
+        "resize_fit": "Fit (pad)",
+        "resize_stretch": "Stretch",
+        "infotext": "Parameters (A1111 infotext, copyable)",
+        "json": "All parameters as JSON",
+        "progress_idle": "Ctrl+Enter (⌘+Enter) in a prompt box generates.",
+        "reset_settings": "Reset this tab's settings",
+        "settings_note": "This tab's last settings are kept in this browser and come back after a reload.",
+        "history_search": "Search prompts, seeds, samplers",
+        "png_text": "Parameters as text",
+        "category": "Category",
+        "example_prompt": "Prompt",
+        "example_negative": "Negative prompt",
     },
     "zh": {
         "title": "可图工作室",
@@ -97,12 +116,138 @@ STRINGS = {
         "clear": "清空历史",
         "export": "导出 JSON",
         "import": "导入 JSON",
-        "history_help": "只保存在本浏览器中。点击一条记录，然后恢复。",
+        "history_help": "只保存在本浏览器中（IndexedDB）：每张原尺寸图片及其参数、初始图片和参考图片。恢复一条记录之前，不会向服务器发送任何内容。",
         "png_drop": "拖入 PNG（可图工作室或 AUTOMATIC1111）",
         "png_parameters": "参数",
         "png_restore": "恢复到对应标签页",
         "status": "状态",
+        "seed_of_selected": "使用这张图的种子",
+        "resize_mode": "缩放到目标尺寸",
+        "resize_crop": "裁剪",
+        "resize_fit": "适应（留边）",
+        "resize_stretch": "拉伸",
+        "infotext": "参数（A1111 格式，可复制）",
+        "json": "全部参数（JSON）",
+        "progress_idle": "在提示词框中按 Ctrl+Enter（⌘+Enter）即可生成。",
+        "reset_settings": "重置本页设置",
+        "settings_note": "本页上次的设置保存在本浏览器中，刷新后自动恢复。",
+        "history_search": "搜索提示词、种子、采样器",
+        "png_text": "参数文本",
+        "category": "类别",
+        "example_prompt": "提示词",
+        "example_negative": "反向提示词",
     },
 }
 
 i18n = gr.I18n(**STRINGS)
+
+# What the server says at run time (toasts, captions, the progress and status lines): gradio translates only
+# component labels, so these are picked by the visitor's Accept-Language header, which follows the browser.
+MESSAGES = {
+    "en": {
+        "title_invalid_input": "Invalid input",
+        "title_invalid_parameters": "Invalid parameters",
+        "title_nothing_selected": "Nothing selected",
+        "title_unreadable": "Unreadable image",
+        "title_warning": "Warning",
+        "title_info": "Info",
+        "title_error": "Error",
+        "nothing_to_restore": "Nothing to restore: select an image or an entry first.",
+        "no_image_yet": "No image yet: generate one first.",
+        "restored": "Settings restored into {tab}.",
+        "sent": "Sent to {tab} with its prompt, negative prompt, seed and size.",
+        "settings_reset": "This tab's settings are back to the defaults.",
+        "snapped": "{field} {value} is not allowed: set to {snapped} (multiples of 8 from {low} to {high}).",
+        "no_parameters": "This image carries no generation parameters.",
+        "image_required": "{field}: an image is required.",
+        "seed_set": "Seed set to {seed}.",
+        "caption_seed": "seed {seed}",
+        "caption_preview": "preview, step {step}",
+        "caption_stopped": "stopped at step {step}/{total}",
+        "stopped": "Stopped at step {step} of {total}; the last preview is kept.",
+        "stopped_early": "Stopped before the first step.",
+        "waiting": "Waiting for the model…",
+        "loading": "Loading the model (the first run also downloads it)…",
+        "progress": "Sampling step {step}/{total} · {elapsed} · {rate} it/s · ETA {eta}",
+        "done": "Done: {count} image(s) in {seconds} s · {rate} it/s · seed {seeds}",
+        "failed": "Generation failed ({name}). The server is still running; please try again.",
+        "oom": "Out of GPU memory, even with the smallest memory plan: try a smaller size or fewer images.",
+        "unavailable": "The model is not available on this server yet; its operator finds the details in the server log.",
+        "status_model": "Model",
+    },
+    "zh": {
+        "title_invalid_input": "输入无效",
+        "title_invalid_parameters": "参数无效",
+        "title_nothing_selected": "未选择",
+        "title_unreadable": "无法读取的图片",
+        "title_warning": "警告",
+        "title_info": "提示",
+        "title_error": "错误",
+        "nothing_to_restore": "没有可恢复的内容：请先选择一张图片或一条记录。",
+        "no_image_yet": "还没有图片：请先生成。",
+        "restored": "设置已恢复到「{tab}」。",
+        "sent": "已发送到「{tab}」，并带上提示词、反向提示词、种子和尺寸。",
+        "settings_reset": "本页设置已恢复默认。",
+        "snapped": "{field} {value} 不可用：已改为 {snapped}（{low} 到 {high} 之间 8 的倍数）。",
+        "no_parameters": "这张图片不含生成参数。",
+        "image_required": "{field}：需要一张图片。",
+        "seed_set": "种子已设为 {seed}。",
+        "caption_seed": "种子 {seed}",
+        "caption_preview": "预览，第 {step} 步",
+        "caption_stopped": "停止于第 {step}/{total} 步",
+        "stopped": "已在第 {step}/{total} 步停止，保留了最后的预览。",
+        "stopped_early": "已在第一步之前停止。",
+        "waiting": "正在等待模型…",
+        "loading": "正在加载模型（首次运行还需下载）…",
+        "progress": "采样第 {step}/{total} 步 · 已用 {elapsed} · {rate} it/s · 剩余 {eta}",
+        "done": "完成：{count} 张，用时 {seconds} 秒 · {rate} it/s · 种子 {seeds}",
+        "failed": "生成失败（{name}）。服务器仍在运行，请重试。",
+        "oom": "显存不足，已用最省显存的方案：请减小尺寸或张数。",
+        "unavailable": "本服务器上的模型暂不可用；详情见服务器日志。",
+        "status_model": "模型",
+    },
+}
+# Field and tab names as the visitor sees them, for messages that name one.
+NAMES = {
+    "en": {"width": "Width", "height": "Height", "text_to_image": "Text to image", "image_to_image": "Image to image",
+           "ip_adapter": "IP-Adapter", "image": "image", "ip_adapter_image": "ip_adapter_image"},
+    "zh": {"width": "宽度", "height": "高度", "text_to_image": "文生图", "image_to_image": "图生图",
+           "ip_adapter": "参考图 IP-Adapter", "image": "初始图片", "ip_adapter_image": "参考图片"},
+}
+# The manager's status line is technical; its plain words have a Chinese form.
+STATUS_ZH = [(re.compile(r"^not loaded"), "未加载"), (re.compile(r"^downloading "), "正在下载 "),
+             (re.compile(r"^loading IP-Adapter "), "正在加载 IP-Adapter "), (re.compile(r"^loading "), "正在加载 "),
+             (re.compile(r"^load failed: "), "加载失败："), (re.compile(r" of (?=[\d.]+ GB)"), " / "),
+             (re.compile(r" · last run peak "), " · 上次峰值 "),
+             (re.compile(r"\bplan (\S+): "), r"方案 \1："), (re.compile(r"everything on the CPU"), "全部在 CPU 上"),
+             (re.compile(r"text encoder "), "文本编码器 "), (re.compile(r"U-Net and VAE "), "U-Net 与 VAE "),
+             (re.compile(r"\bon the CPU\b"), "在 CPU 上"), (re.compile(r"\bon (cuda\S*|mps)"), r"在 \1 上"),
+             (re.compile(r"sequential offload"), "逐层卸载"), (re.compile(r"model offload"), "模型卸载"),
+             (re.compile(r"stepped down from (\S+): out of GPU memory"), r"因显存不足从 \1 降级")]
+
+
+def language(request: gr.Request | None) -> str:
+    """'zh' when the visitor's browser asks for Chinese first, else 'en'."""
+    headers = getattr(request, "headers", None) or {}
+    accept = str(headers.get("accept-language", "") or "")
+    first = accept.split(",", 1)[0].strip().lower()
+    return "zh" if first.startswith("zh") else "en"
+
+
+def tr(request_or_lang, key: str, **values) -> str:
+    """A run-time message in the visitor's language."""
+    lang = request_or_lang if isinstance(request_or_lang, str) else language(request_or_lang)
+    return MESSAGES[lang][key].format(**values)
+
+
+def name_of(lang: str, name: str) -> str:
+    """A field or tab name as shown to the visitor."""
+    return NAMES[lang].get(name, name)
+
+
+def status_text(lang: str, text: str) -> str:
+    """The manager's status in the visitor's language."""
+    if lang == "zh":
+        for pattern, replacement in STATUS_ZH:
+            text = pattern.sub(replacement, text)
+    return text

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..metadata import read_image_parameters
 from ..params import ValidationError
-from .i18n import i18n
+from .i18n import i18n, tr
 from .runner import as_text
 
 
@@ -22,18 +22,19 @@ class PngInfoTab:
     restore: gr.Button
 
 
-def parameters_of(path: str | None):
-    """(parsed parameters, raw A1111 text) of an uploaded file, or a clear error."""
+def parameters_of(path: str | None, request: gr.Request = None):
+    """(parsed parameters, raw A1111 text) of an uploaded file; a toast says what is wrong."""
     if not path:
         return None, ""
     try:
         found = read_image_parameters(path)
     except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title="Unreadable image") from None
+        gr.Warning(as_text(str(error)), title=tr(request, "title_unreadable"))
+        return None, ""
     for warning in found.warnings:
-        gr.Warning(as_text(warning))
+        gr.Warning(as_text(warning), title=tr(request, "title_warning"))
     if not found.parameters:
-        gr.Warning("This image carries no generation parameters.")
+        gr.Warning(tr(request, "no_parameters"), title=tr(request, "title_warning"))
         return None, ""
     return found.parameters, found.text or ""
 
@@ -46,8 +47,8 @@ def png_info_tab() -> PngInfoTab:
                            elem_id="png-info-file")
         with gr.Column():
             parameters = gr.JSON(label=i18n("png_parameters"), elem_id="png-info-parameters")
-            text = gr.Textbox(label="parameters", lines=4, interactive=False, buttons=["copy"],
+            text = gr.Textbox(label=i18n("png_text"), lines=4, interactive=False, buttons=["copy"],
                               elem_id="png-info-text")
             restore = gr.Button(i18n("png_restore"), variant="primary", elem_id="png-info-restore")
-    file.change(parameters_of, file, [parameters, text], api_visibility="private")
+    file.change(parameters_of, file, [parameters, text], show_progress="hidden", api_visibility="private")
     return PngInfoTab(file, parameters, text, restore)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html
+import itertools
 import logging
 import queue
+import re
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -19,37 +22,64 @@ from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
+from ..quotas import check_work, resolve
 from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
+from .i18n import tr
 
 log = logging.getLogger(__name__)
 # The page gets progress at most every UPDATE_SECONDS and a preview at most every PREVIEW_SECONDS: decided by the
 # clock, so that a fast GPU run is not slowed by messages (bench/README.md measures their cost).
 UPDATE_SECONDS = 0.2
 PREVIEW_SECONDS = 1.0
+# The page: a preview at most twice a second (where the user looks, beside the progress line).
+PAGE_PREVIEW_SECONDS = 0.5
+# Download names: a number and the seed, then a few words of the prompt.
+SLUG_CHARS = 32
+_numbers = itertools.count(1)
 
 
 class RunRegistry:
     """Stop flags of the runs in flight, keyed by gradio's session hash; holds no visitor data."""
 
+    MAX_PENDING = 4  # runs per session between the click and their turn in the queue
+    MAX_SESSIONS = 10_000
+
     def __init__(self):
         self._flags: dict[str, threading.Event] = {}
+        # Flags of runs clicked but still waiting in the queue, so that Stop also ends a run before it starts.
+        self._pending: OrderedDict[str, list[threading.Event]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def start(self, session: str) -> threading.Event:
-        """A fresh flag for a new run of this session."""
+    def prepare(self, session: str) -> None:
+        """A run of this session was clicked; its flag exists from now on (Stop works while it waits)."""
         with self._lock:
-            self._flags[session] = threading.Event()
-            return self._flags[session]
+            waiting = self._pending.setdefault(session, [])
+            self._pending.move_to_end(session)
+            waiting.append(threading.Event())
+            del waiting[:-self.MAX_PENDING]
+            while len(self._pending) > self.MAX_SESSIONS:
+                self._pending.popitem(last=False)
+
+    def start(self, session: str) -> threading.Event:
+        """The flag of this session's run that starts now: the oldest prepared one, else a fresh one."""
+        with self._lock:
+            waiting = self._pending.get(session)
+            flag = waiting.pop(0) if waiting else threading.Event()
+            if waiting == []:
+                del self._pending[session]
+            self._flags[session] = flag
+            return flag
 
     def stop(self, session: str) -> None:
-        """Ask this session's run to stop at the end of its current step."""
+        """Ask this session's run to stop at the end of its current step, and its waiting runs not to start."""
         with self._lock:
-            flag = self._flags.get(session)
-        if flag is not None:
-            flag.set()
+            flags = [self._flags.get(session), *self._pending.get(session, [])]
+        for flag in flags:
+            if flag is not None:
+                flag.set()
 
     def finish(self, session: str, flag: threading.Event) -> None:
         """Forget a finished run's flag (unless a newer run replaced it)."""
@@ -78,7 +108,7 @@ class AppContext:
 
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
-            self.outputs = OutputStore(self.settings.outputs_dir)
+            self.outputs = OutputStore(self.settings.outputs_dir, resolve(self.settings).outputs_free_bytes)
         if self.saver is None and self.outputs is not None:
             self.saver = BackgroundSaver(self.outputs)
 
@@ -102,34 +132,65 @@ def as_text(message: str) -> str:
     return html.escape(message, quote=False)
 
 
-def public_message(error: Exception, settings: Settings) -> str:
+def public_message(error: Exception, settings: Settings, http: gr.Request | str | None = "en") -> str:
     """What a visitor may see of an error: never a traceback, and local paths only on a local app."""
     if isinstance(error, ModelUnavailable) and not (settings.share or on_spaces()):
         return str(error)  # the local user is the operator: they need the actionable text
     if isinstance(error, ModelUnavailable):
-        return "The model is not available on this server yet; its operator finds the details in the server log."
+        return tr(http, "unavailable")
     if isinstance(error, OutOfGPUMemory):
-        return "Out of GPU memory, even with the smallest memory plan: try a smaller size or fewer images."
-    return f"Generation failed ({type(error).__name__}). The server is still running; please try again."
+        return tr(http, "oom")
+    return tr(http, "failed", name=type(error).__name__)
 
 
-def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
-                progress: gr.Progress | None) -> Iterator[tuple]:
-    """Yield (gallery, result) pairs: live previews while the run goes, then the final PNGs."""
+@dataclass
+class Frame:
+    """One moment of a run as the visitor sees it."""
+
+    kind: str  # "wait", "progress", "preview" or "done"
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    rate: float = 0.0  # steps a second
+    image: object = None
+    result: GenerationResult | None = None
+
+    def eta(self) -> float:
+        return (self.total - self.step) / self.rate if self.rate > 0 else 0.0
+
+
+def clock(seconds: float) -> str:
+    """00:12, or 1:02:03 for long runs (A1111's ETA format)."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}:" if hours else "") + f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def progress_line(lang: str, frame: Frame, loaded: bool = True) -> str:
+    """'Sampling step 12/30 · 00:03 · 4.10 it/s · ETA 00:04' (or waiting/loading before the first step)."""
+    if frame.step == 0:
+        return tr(lang, "waiting" if loaded else "loading")
+    return tr(lang, "progress", step=frame.step, total=frame.total, elapsed=clock(frame.elapsed),
+              rate=f"{frame.rate:.2f}", eta=clock(frame.eta()))
+
+
+def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
+               progress: gr.Progress | None) -> Iterator[Frame]:
+    """Validate, run in a worker thread, and yield frames: progress every step, previews by time, then done."""
     try:
         request = validate(request, ctx.settings.limits)
+        check_work(request, resolve(ctx.settings))
     except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
     session = session_of(http)
     events: queue.Queue = queue.Queue()
     stop = ctx.runs.start(session)
     control = RunControl(
-        on_progress=lambda step, total: events.put(("progress", step, total)),
-        on_preview=lambda step, image: events.put(("preview", step, image)),
-        preview_seconds=ctx.preview_seconds,
+        on_progress=lambda step, total: events.put(("progress", step, total, time.perf_counter())),
+        on_preview=lambda step, image: events.put(("preview", step, image, time.perf_counter())),
+        preview_seconds=min(ctx.preview_seconds, PAGE_PREVIEW_SECONDS),
         stop=stop,
     )
-    last_update = 0.0
 
     def work():
         try:
@@ -137,26 +198,35 @@ def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | 
         except Exception as error:  # reported to the visitor below; the worker thread must not die silently
             events.put(("error", error))
 
+    started = time.perf_counter()
+    first_step = None  # (step, time) of the first step seen: the rate leaves out loading and the text encoder
+    frame = Frame("wait")
     threading.Thread(target=work, daemon=True, name=f"generate-{session[:8]}").start()
     try:
+        yield frame
         while True:
             kind, *payload = events.get()
-            if kind == "progress":
-                now = time.monotonic()
-                if now - last_update < ctx.update_seconds:
-                    continue
-                last_update = now
-                if progress is not None:
-                    progress((payload[0], payload[1]), desc="Step", unit="steps")
-                # Back to gradio at each update: a cancelled run can only be closed at a yield, and closing
-                # it stops the worker through the finally below.
-                yield gr.skip(), gr.skip()
-            elif kind == "preview":
-                yield [(payload[1], f"preview, step {payload[0]}")], gr.skip()
+            if kind in ("progress", "preview"):
+                step, value, now = payload
+                if first_step is None:
+                    first_step = (step, now)
+                rate = (step - first_step[0]) / (now - first_step[1]) if now > first_step[1] else frame.rate
+                total = value if kind == "progress" else frame.total
+                if kind == "progress":
+                    frame = Frame("progress", step, total, now - started, rate, frame.image)
+                    if progress is not None:
+                        progress((step, total), desc="Step", unit="steps")
+                    # Back to gradio after every step: a cancelled run (an API client's cancel) can only be
+                    # closed at a yield, and closing it stops the worker through the finally below.
+                    yield frame
+                else:  # generation already decides previews by time
+                    frame = Frame("preview", step, total, now - started, rate, value)
+                    yield frame
             elif kind == "error":
-                raise_public(ctx, payload[0])
+                raise_public(ctx, payload[0], http)
             elif kind == "done":
-                yield finish(ctx, payload[0])
+                yield Frame("done", frame.step, frame.total, time.perf_counter() - started, frame.rate,
+                            frame.image, payload[0])
                 return
     finally:
         # Also when the generator is closed (a cancelled job): the worker thread ends the run at its next
@@ -165,45 +235,111 @@ def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | 
         ctx.runs.finish(session, stop)
 
 
-def raise_public(ctx: AppContext, error: Exception):
+def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
+                progress: gr.Progress | None) -> Iterator[tuple]:
+    """(gallery, result) pairs: previews while the run goes (progress every ctx.update_seconds), then the PNGs."""
+    last_update = 0.0
+    for frame in run_frames(ctx, request, http, progress if progress is None else _Throttled(ctx, progress)):
+        if frame.kind == "done":
+            yield finish(ctx, frame.result, "en", frame)
+        elif frame.kind == "preview":
+            yield [(frame.image, f"preview, step {frame.step}")], gr.skip()
+        elif time.monotonic() - last_update >= ctx.update_seconds:
+            last_update = time.monotonic()
+            yield gr.skip(), gr.skip()
+
+
+class _Throttled:
+    """gr.Progress called at most every ctx.update_seconds."""
+
+    def __init__(self, ctx: AppContext, progress):
+        self.ctx, self.progress, self.last = ctx, progress, 0.0
+
+    def __call__(self, *args, **kwargs):
+        now = time.monotonic()
+        if now - self.last >= self.ctx.update_seconds:
+            self.last = now
+            self.progress(*args, **kwargs)
+
+
+def raise_public(ctx: AppContext, error: Exception, http: gr.Request | None = None):
     """Log the full error for the operator, show the visitor a short one."""
     if isinstance(error, ValidationError):
-        raise gr.Error(as_text(str(error)), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
     # Logged as text, then the traceback dropped: its frames hold the failed run's tensors, which
     # release_memory can only give back once nothing refers to them.
     log.error("generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
     error.__traceback__ = None
     ctx.manager.release_memory()
-    raise gr.Error(as_text(public_message(error, ctx.settings)), print_exception=False) from None
+    raise gr.Error(as_text(public_message(error, ctx.settings, http)), title=tr(http, "title_error"),
+                   print_exception=False) from None
 
 
-def finish(ctx: AppContext, result: GenerationResult) -> tuple:
-    """Gallery items and the JSON result of a finished (or stopped) run."""
-    tell(result)
-    return result_files(ctx, result)
+def finish(ctx: AppContext, result: GenerationResult, lang: str = "en", last: Frame | None = None) -> tuple:
+    """Gallery items and the JSON result of a finished (or stopped) run.
+
+    A stopped run keeps what it had: its last preview, captioned with the step it stopped at.
+    """
+    tell(result, lang, last)
+    gallery, summary = result_files(ctx, result, lang)
+    if result.stopped:
+        step = last.step if last is not None else 0
+        summary["stopped_at_step"] = step
+        if last is not None and last.image is not None:
+            gallery = [(last.image, tr(lang, "caption_stopped", step=step, total=last.total))]
+    return gallery, summary
 
 
-def tell(result: GenerationResult) -> None:
+def tell(result: GenerationResult, lang: str = "en", last: Frame | None = None) -> None:
     """Show a run's notes to the visitor (gradio's toasts; an API client gets them as log messages)."""
     if result.stopped:
-        gr.Info("Stopped.")
+        if last is not None and last.step:
+            gr.Info(tr(lang, "stopped", step=last.step, total=last.total), title=tr(lang, "title_info"))
+        else:
+            gr.Info(tr(lang, "stopped_early"), title=tr(lang, "title_info"))
     for warning in result.warnings:
-        gr.Warning(as_text(warning))
+        gr.Warning(as_text(warning), title=tr(lang, "title_warning"))
 
 
-def result_files(ctx: AppContext, result: GenerationResult) -> tuple:
+def slug(prompt: str) -> str:
+    """A few words of the prompt for a file name: letters and digits joined by '-', at most SLUG_CHARS."""
+    words = re.findall(r"\w+", prompt.casefold())
+    text = ""
+    for word in words:
+        candidate = f"{text}-{word}" if text else word
+        if len(candidate) > SLUG_CHARS:
+            break
+        text = candidate
+    return text or (words[0][:SLUG_CHARS] if words else "")
+
+
+def download_name(number: int, parameters: dict) -> str:
+    """'00012-1234-red-fox.png': a number and the seed, as in the outputs folder, then a prompt slug."""
+    seed = parameters.get("seed")
+    parts = [f"{number:05d}"] + ([str(seed)] if isinstance(seed, int) and not isinstance(seed, bool) else [])
+    words = slug(str(parameters.get("prompt", "")))
+    return "-".join(parts + ([words] if words else [])) + ".png"
+
+
+def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") -> tuple:
     """Gallery items (PNG files, each encoded once) and the JSON result; the outputs copy is queued, not waited for."""
     if result.stopped:
         return [], {"images": [], "stopped": True, "warnings": result.warnings}
-    gallery = []
+    gallery, warnings = [], list(result.warnings)
+    # A full disk costs nobody their images: they are served from gradio's cache, only the copy is skipped.
+    saving = ctx.saver is not None and ctx.outputs.has_room()
+    if ctx.saver is not None and not saving:
+        warnings.append("The server's disk is full: these images were not saved on the server. Download them now.")
+        gr.Warning(warnings[-1])
     folder = gr.utils.get_upload_folder()
     for item in result.images:
         data = encode_png(item.image, item.parameters)
         # A file already in gradio's cache folder is served as it is: gradio neither encodes nor copies it again.
-        gallery.append((write_served_png(data, folder), f"seed {item.seed}"))
-        if ctx.saver is not None:
+        name = download_name(next(_numbers), item.parameters)
+        gallery.append((write_served_png(data, folder, name), tr(lang, "caption_seed", seed=item.seed)))
+        if saving:
             ctx.saver.save(item.parameters, data)
-    summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
+    summary = {"images": [item.parameters for item in result.images], "warnings": warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
 
@@ -222,15 +358,16 @@ async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.
     """
     try:
         request = validate(request, ctx.settings.limits)
+        check_work(request, resolve(ctx.settings))
     except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title="Invalid input") from None
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
     session = session_of(http)
     stop = ctx.runs.start(session)
     try:
         result, answer = await anyio.to_thread.run_sync(produce, ctx, request, RunControl(stop=stop),
                                                         abandon_on_cancel=True)
     except Exception as error:  # reported to the caller as a short message; CancelledError passes through
-        raise_public(ctx, error)
+        raise_public(ctx, error, http)
     finally:
         stop.set()
         ctx.runs.finish(session, stop)
