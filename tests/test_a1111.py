@@ -277,3 +277,18 @@ def test_inpainting_and_a_controlnet_unit_through_webuiapi(api, init_image):
     else:
         with pytest.raises(RuntimeError, match="501.*alwayson_scripts.controlnet"):
             api.txt2img(prompt="a house", controlnet_units=[unit], **SMALL)
+
+
+def test_hires_fix_fields_make_a_larger_second_pass(a1111):
+    from kolors_app.a1111.payloads import optional_module
+
+    if optional_module("hires") is None:
+        pytest.skip("the hires fix is not in this app")
+    answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", "seed": 3, **SMALL, "enable_hr": True,
+                                               "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+                                               "denoising_strength": 0.5})
+    assert answer.status_code == 200, answer.text[:500]
+    image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+    assert image.size == (384, 384)
+    bad = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", **SMALL, "enable_hr": True, "hr_scale": 50})
+    assert bad.status_code == 422 and bad.json()["field"].startswith("hr_scale"), bad.text[:300]

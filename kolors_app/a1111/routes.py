@@ -248,8 +248,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
 
     @router.get("/sdapi/v1/upscalers")
     def upscalers():
-        module = optional_module("upscalers")
-        names = list(getattr(module, "UPSCALER_NAMES", ())) if module else []
+        names = ["Latent"] if optional_module("hires") else []
         return [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 1}] + [
             {"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": 4} for name in names]
 
