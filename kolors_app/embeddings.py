@@ -152,8 +152,9 @@ def text_encoder_identity(pipe) -> str:
     quantization = getattr(config, "quantization_config", None)
     architecture = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
     weights = next(encoder.parameters()).dtype
+    # Text-encoder LoRAs in use change the embeddings too (set by kolors_app/lora.py).
     return json.dumps([config._name_or_path, architecture, str(weights), str(encoder.dtype), str(quantization),
-                       compute_device(pipe, encoder).type])
+                       compute_device(pipe, encoder).type, getattr(encoder, "kolors_lora_identity", "")])
 
 
 def image_identity(image: Image.Image) -> str:

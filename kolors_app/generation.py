@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from . import creative
 from .embeddings import EmbeddingCaches, caches_for
 from .params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult, ValidationError,
                      concrete_seed, validate)
@@ -147,6 +148,7 @@ def generate(manager: PipelineManager, request: GenerationRequest,
     manager.load()
     warnings = prompt_warnings(manager, request)
     seeds = batch_seeds(concrete_seed(request.seed), request.num_images)
+    prepared = creative.prepare(manager, request, seeds)  # styles, {a|b}, <lora:...>: names checked here
     with manager.run_lock:
         if control.stop is not None and control.stop.is_set():
             return GenerationResult([], request, warnings, stopped=True)
@@ -156,9 +158,12 @@ def generate(manager: PipelineManager, request: GenerationRequest,
             pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
             if request.reference is not None:
                 pipe.set_ip_adapter_scale(request.reference.scale)
-            arguments = pipeline_arguments(request, seeds, conditioning(caches_for(manager), pipe, request))
+            creative.apply_loras(manager, prepared)
+            arguments = pipeline_arguments(request, seeds, creative.conditioning(
+                caches_for(manager), pipe, request, prepared, conditioning))
             with pooled_embeds_forwarded(pipe, arguments):
-                return pipe(**arguments, callback_on_step_end=_step_callback(control))
+                return creative.run(manager, pipe, request, prepared, arguments, seeds, _step_callback(control),
+                                    second_pass=functools.partial(hires_pipeline, manager, request, arguments))
 
         try:
             output, plan_note = run_with_step_down(manager, run_pipeline, Features.of(request))
@@ -169,9 +174,18 @@ def generate(manager: PipelineManager, request: GenerationRequest,
         if plan_note:
             warnings.append(plan_note)
         # --- end OOM step-down ---
-    images = [GeneratedImage(image, seed, image_parameters(request, seed, image))
-              for image, seed in zip(output.images, seeds)]
+    images = [GeneratedImage(image, seed, {**image_parameters(request, seed, image), **creative.image_values(prepared, i)})
+              for i, (image, seed) in enumerate(zip(output.images, seeds))]
     return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def hires_pipeline(manager: PipelineManager, request: GenerationRequest, arguments: dict):
+    """The image-to-image pipeline of a hires fix's second pass, with the request's sampler."""
+    pipe = manager.pipeline(PipelineKey(base="init", reference=request.reference is not None))
+    pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
+    with pooled_embeds_forwarded(pipe, arguments):
+        yield pipe
 
 
 def image_parameters(request: GenerationRequest, seed: int, image: Image.Image) -> dict:

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .config import Limits
+from .image_guard import exif_of, open_image
 from .images import DECODE_ERRORS
 from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
@@ -94,11 +95,15 @@ def format_parameters(params: dict[str, Any]) -> str:
     }
     if mode != "text_to_image":
         values.update(strength=params.get("strength"), ip_adapter_scale=params.get("ip_adapter_scale"), mode=mode)
-    pairs = ", ".join(f"{LABELS[key]}: {quote(_number_text(value))}"
-                      for key, value in values.items() if value is not None)
-    lines = [params.get("prompt") or ""]
-    if params.get("negative_prompt"):
-        lines.append(f"{NEGATIVE_PREFIX} {params['negative_prompt']}")
+    labelled = [(LABELS[key], value) for key, value in values.items() if value is not None]
+    from .creative import infotext_pairs, infotext_prompts
+
+    labelled += infotext_pairs(params)  # Hires ..., Lora hashes
+    pairs = ", ".join(f"{label}: {quote(_number_text(value))}" for label, value in labelled)
+    prompt, negative = infotext_prompts(params)  # what ran: styles applied, {a|b} drawn
+    lines = [prompt]
+    if negative:
+        lines.append(f"{NEGATIVE_PREFIX} {negative}")
     lines.append(pairs)
     return "\n".join(lines)
 
@@ -187,6 +192,9 @@ def clean_parameters(values: Any, field_name: str = "parameters", limits: Limits
             cleaned[name] = _typed(f"{field_name}.{name}", values[name], kind, limits)
     if "model" in values:
         cleaned["model"] = _short_text(f"{field_name}.model", values["model"], MAX_MODEL_CHARS)
+    from .creative import clean_values
+
+    cleaned.update(clean_values(values, field_name))
     return cleaned
 
 
@@ -271,7 +279,8 @@ def parse_parameters(text: str) -> ImageParameters:
         if label in labels:
             try:
                 number = convert(labels[label])
-                if isinstance(number, float) and not math.isfinite(number):
+                # JSON (and so the page) holds 64-bit integers at most.
+                if isinstance(number, float) and not math.isfinite(number) or abs(number) >= 2**63:
                     raise ValueError
                 found[key] = number
             except ValueError:
@@ -279,7 +288,8 @@ def parse_parameters(text: str) -> ImageParameters:
     if "Size" in labels:
         size = SIZE_PATTERN.match(labels["Size"])
         if size:
-            found["width"], found["height"] = int(size.group(1)), int(size.group(2))
+            found["width"], found["height"] = (int(side) if len(side) < 19 else 2**63 - 1
+                                               for side in size.groups())
         else:
             notes.append(f"Size {labels['Size']!r} is not WIDTHxHEIGHT; left at its default")
     if "Sampler" in labels:
@@ -290,6 +300,9 @@ def parse_parameters(text: str) -> ImageParameters:
             notes.append(note)
     if "Model" in labels:
         found["model"] = labels["Model"][:MAX_MODEL_CHARS]
+    from .creative import from_infotext
+
+    found.update(from_infotext(labels, prompt))
     found["mode"] = _mode(labels, notes)
     if found["mode"] == "text_to_image":
         found.pop("strength", None)
@@ -306,8 +319,6 @@ def _mode(labels: dict[str, str], notes: list[str]) -> str:
     if "IP-Adapter scale" in labels:
         return "ip_adapter"
     hires = any(label.startswith(HIRES_PREFIX) for label in labels)
-    if hires:
-        notes.append("Hires fix settings are not supported here; only the first pass is used")
     # A1111 writes Denoising strength for img2img, and also for the second pass of a Hires fix.
     return "image_to_image" if "Denoising strength" in labels and not hires else "text_to_image"
 
@@ -332,7 +343,8 @@ def scheduler_from_a1111(sampler: str, schedule_type: str = "") -> tuple[str | N
 
 def exif_user_comment(image: Image.Image) -> str | None:
     """The EXIF UserComment text, where A1111 keeps parameters in JPEG and WebP files."""
-    raw = image.getexif().get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+    # exif_of, not getexif(): on a PNG, getexif() decodes every pixel to look for EXIF after the image data.
+    raw = exif_of(image).get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
     if isinstance(raw, str):
         return raw or None
     if not isinstance(raw, bytes) or len(raw) < 8:
@@ -355,13 +367,18 @@ def read_image_parameters(source: Image.Image | bytes | str | os.PathLike, field
     """
     if isinstance(source, Image.Image):
         return _from_image(source)
-    try:
-        opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-    except Image.DecompressionBombError as error:
-        raise ValidationError(field, f"has too many pixels to read safely ({error})") from None
-    except DECODE_ERRORS as error:
-        raise ValidationError(field, f"is not an image that can be read ({error})") from None
-    with opened:
+    limits = Limits()
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as file:
+                data = file.read(limits.max_upload_bytes + 1)
+        except OSError as error:  # the message names no path: it may be the server's upload folder
+            raise ValidationError(field, f"could not be read ({error.strerror or type(error).__name__})") from None
+    if len(data) > limits.max_upload_bytes:
+        raise ValidationError(field, f"is larger than {limits.max_upload_bytes / 1024 / 1024:.1f} MB")
+    with open_image(data, limits, field) as opened:
         return _from_image(opened)
 
 

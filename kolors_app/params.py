@@ -117,6 +117,10 @@ class GenerationRequest:
     inpaint: Inpaint | None = None
     reference: Reference | None = None
     controls: list[ControlUnit] = field(default_factory=list)
+    # Creative part (kolors_app/creative.py): LoRAs [{name, weight}], style names, hires fix settings.
+    loras: list = field(default_factory=list)
+    styles: list = field(default_factory=list)
+    hires: Any = None
 
     @property
     def mode(self) -> str:
@@ -144,6 +148,9 @@ class GenerationRequest:
             values.update(inpaint_values(self.inpaint))
         for index, unit in enumerate(self.controls):
             values.update(control_values(unit, index))
+        from .creative import request_values
+
+        values.update(request_values(self))
         return values
 
 
@@ -234,6 +241,9 @@ def request_from_dict(values: dict[str, Any]) -> GenerationRequest:
             continue
         request.controls.append(ControlUnit(**{attribute: given[control_name(attribute, index)]
                                                for attribute in CONTROL_KINDS if control_name(attribute, index) in given}))
+    from .creative import read_values
+
+    read_values(request, given)
     return request
 
 
@@ -277,6 +287,11 @@ def _text(name: str, value: Any, limits: Limits) -> str:
         raise ValidationError(name, f"must be text, got {type(value).__name__}")
     if len(value) > limits.max_prompt_chars:
         raise ValidationError(name, f"is {len(value)} characters long; at most {limits.max_prompt_chars} allowed")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate: the tokenizer would fail mid-run
+            raise ValidationError(name, f"holds an invalid character at position {error.start}") from None
     return value
 
 
@@ -346,6 +361,9 @@ def validate(request: GenerationRequest, limits: Limits) -> GenerationRequest:
         changes["reference"] = Reference(_image("ip_adapter_image", request.reference.image, limits, required=True),
                                          _number("ip_adapter_scale", request.reference.scale, 0.0, 2.0))
     changes["controls"] = validate_controls(request.controls, limits)
+    from .creative import validate_part
+
+    changes.update(validate_part(request, limits))
     if request.mode == "text_to_image" and not changes["prompt"].strip():
         raise ValidationError("prompt", "is empty; describe the image you want")
     return dataclasses.replace(request, **changes)

@@ -151,9 +151,11 @@ def test_real_a1111_hires_text():
         "prompt": "masterpiece, best quality, 1girl, <lora:add_detail:0.6>, (red scarf:1.2), snowy street at night",
         "negative_prompt": "lowres, bad anatomy, (worst quality:1.4), watermark",
         "num_inference_steps": 28, "guidance_scale": 7.0, "seed": 1234567890, "width": 832, "height": 1216,
-        "scheduler": "DPM++ 2M Karras", "model": "sd_xl_base_1.0", "mode": "text_to_image", "num_images": 1}
-    # Denoising strength there belongs to the Hires pass, so it is said, not read as img2img.
-    assert any("Hires" in note for note in parsed.warnings)
+        "scheduler": "DPM++ 2M Karras", "model": "sd_xl_base_1.0", "mode": "text_to_image", "num_images": 1,
+        # Denoising strength there belongs to the Hires pass (kolors_app/creative.py), not to an img2img.
+        "hires_upscale": 1.5, "hires_steps": 15, "hires_upscaler": "4x-UltraSharp", "hires_denoising_strength": 0.45,
+        "loras": [{"name": "add_detail", "weight": 0.6, "hash": "7c6bad76eb54"}, {"name": "b", "weight": 1.0, "hash": "2"}]}
+    assert not any("Hires" in note for note in parsed.warnings)
 
 
 def test_real_a1111_img2img_text():
