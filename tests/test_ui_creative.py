@@ -1,5 +1,6 @@
 """The Creative tab's handlers, called as gradio would: final prompt, hires fix, 3x2 plot, Upscale."""
 
+from PIL import Image
 from ui_handlers import FakeProgress, component, handler
 
 BASE = ("a {red|blue} fox", "", [], 0.8, ["Anime / 动漫"], 1, 2, 5.0, "Euler", 256, 256)
@@ -20,7 +21,7 @@ def test_hires_fix_from_the_tab(built):
     run = handler(app, "creative-generate", "click")
     outputs = list(run(*BASE, True, 1.5, "Latent", 2, 0.5, request=None, progress=FakeProgress()))
     gallery, result = outputs[-1]
-    assert gallery[0][0].size == (384, 384)
+    assert Image.open(gallery[0][0]).size == (384, 384)
     assert result["images"][0]["hires_upscale"] == 1.5 and result["images"][0]["width"] == 256
 
 
@@ -31,7 +32,8 @@ def test_a_3x2_plot_gives_the_grid_and_every_cell(built):
     gallery, result = plot(*BASE, *NO_HIRES, "prompt_sr", "fox, 猫, dog", "steps", "1,2", "none", "",
                            request=None, progress=progress)
     assert len(gallery) == 7 and gallery[0][1] == "grid"
-    assert gallery[0][0].width > 3 * 256 and gallery[0][0].height > 2 * 256
+    grid = Image.open(gallery[0][0])
+    assert grid.width > 3 * 256 and grid.height > 2 * 256 and "X/Y/Z plot" in grid.info["kolors_studio"]
     assert [cell["num_inference_steps"] for cell in result["cells"]] == [1, 1, 1, 2, 2, 2]
     assert result["X Values"] == "fox, 猫, dog"
     assert progress.steps[-1] == (6, 6)

@@ -11,7 +11,8 @@ from ..params import GenerationRequest, ValidationError, request_from_dict, vali
 from ..schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from ..upscalers import LATENT
 from .i18n import i18n
-from .runner import AppContext, as_text, run_request, session_of, with_metadata
+from ..result_files import encode_png, write_served_png
+from .runner import AppContext, as_text, run_request, session_of
 
 STRINGS = {
     "en": {
@@ -164,9 +165,11 @@ def creative_tab(ctx: AppContext) -> dict:
         if grid.grid is None:
             return [], {"cells": [], "stopped": True}
         info = {**grid.cells[0].result_params, **xyz.describe(axes)}
-        items = [(with_metadata(grid.grid, info), "grid")]
-        items += [(with_metadata(cell.image, cell.result_params), f"{cell.x},{cell.y},{cell.z}")
-                  for cell in grid.cells]
+        folder = gr.utils.get_upload_folder()
+        pictures = [(grid.grid, info, "grid")] + [(cell.image, cell.result_params, f"{cell.x},{cell.y},{cell.z}")
+                                                   for cell in grid.cells]
+        items = [(write_served_png(encode_png(image, params), folder, f"xyz-{params['seed']}-{caption}.png"), caption)
+                 for image, params, caption in pictures]
         return items, {"cells": [cell.result_params for cell in grid.cells], "stopped": grid.stopped,
                        **xyz.describe(axes)}
 
