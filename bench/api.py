@@ -145,6 +145,58 @@ def measure_png(repeats: int = 5) -> list[dict]:
     return rows
 
 
+def measure_result_path(repeats: int = 5) -> list[dict]:
+    """The result path for one 1024 px image, as it was (before this issue) and as it is now."""
+    import json as json_module
+
+    from PIL import Image
+    from gradio import processing_utils
+
+    from kolors_app.history import OutputStore
+    from kolors_app.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, png_bytes, save_png
+    from kolors_app.result_files import encode_png, write_served_png
+
+    image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))
+    parameters = {"mode": "text_to_image", "prompt": PROMPT, "negative_prompt": "", "width": 1024, "height": 1024,
+                  "num_inference_steps": 25, "guidance_scale": 5.0, "scheduler": "Euler", "seed": 1, "num_images": 1}
+    folder = Path(tempfile.mkdtemp(prefix="kolors-bench-result-"))
+    store = OutputStore(folder / "outputs")
+
+    def before():
+        tagged = image.copy()  # the gallery's copy carrying the PNG text
+        tagged.info[PARAMETERS_KEY] = format_parameters(parameters)
+        tagged.info[JSON_KEY] = json_module.dumps(parameters, ensure_ascii=False)
+        processing_utils.save_pil_to_cache(tagged, str(folder / "cache"), format="png")  # gradio: level 6
+        again = png_bytes(image, parameters, compress_level=6, compress_type=-1)  # the outputs copy, encoded again
+        save_png(None, parameters, folder / f"before-{time.monotonic_ns()}.png", data=again)
+
+    def now():
+        data = encode_png(image, parameters)
+        write_served_png(data, folder / "cache")
+        return data  # the outputs copy is written by a background thread from these bytes
+
+    def now_outputs(data):
+        store.save(None, parameters, data=data)
+
+    rows = []
+    for label, call in (("before: gallery PNG (gradio, level 6) + outputs copy (encoded again), in the answer",
+                         before), ("now: one PNG (level 1 + RLE) written for the gallery, in the answer", now)):
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            data = call()
+            seconds.append(time.perf_counter() - started)
+        rows.append({"path": label, "ms": round(statistics.median(seconds) * 1e3, 1)})
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        now_outputs(data)
+        seconds.append(time.perf_counter() - started)
+    rows.append({"path": "now: the outputs copy (atomic, fsync), on the background thread", 
+                 "ms": round(statistics.median(seconds) * 1e3, 1)})
+    return rows
+
+
 def format_results(results: dict) -> str:
     """The Markdown tables of bench/README.md."""
     lines = ["| size | endpoint | request (client wall) | inside the diffusers call | extra (median, range) "
@@ -157,19 +209,21 @@ def format_results(results: dict) -> str:
                          f"({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) |")
     lines += ["", "| PNG encoding, 1024 px photo | time | size |", "| --- | ---: | ---: |"]
     lines += [f"| {item['encoding']} | {item['ms']:.0f} ms | {item['kB']} kB |" for item in results["png"]]
+    lines += ["", "| result path, one 1024 px image | time |", "| --- | ---: |"]
+    lines += [f"| {item['path']} | {item['ms']:.0f} ms |" for item in results.get("result_path", [])]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS / "api.json")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     settings = tiny_settings("unet-heavy")
-    results = {"png": measure_png(), "sizes": []}
+    results = {"png": measure_png(), "result_path": measure_result_path(), "sizes": []}
     for size in args.sizes:
         results["sizes"].append(measure_size(settings, size, args.pairs))
         print(json.dumps({k: v for k, v in results["sizes"][-1].items() if k not in ("walls", "inside")}),

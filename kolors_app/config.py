@@ -32,6 +32,9 @@ class Limits:
     max_prompt_tokens: int = 256
     max_image_pixels: int = 16_000_000
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_metadata_bytes: int = 4 * 1024 * 1024
+    max_frames: int = 100
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,20 @@ class Settings:
     vae_slicing: bool = False
     vae_tiling: bool = False
     # --- end speed options ---
+    # --- quotas for a shared server (None = auto: the local or public default, see kolors_app/quotas.py) ---
+    max_work: float | None = None
+    queue_per_session: int | None = None
+    queue_per_address: int | None = None
+    sessions: int | None = None
+    max_request_mb: int | None = None
+    upload_quota_mb: int | None = None
+    upload_cache_mb: int | None = None
+    outputs_free_mb: int | None = None
+    unqueued_per_address: int | None = None
+    login_free_attempts: int | None = None
+    behind_proxy: bool | None = None
+    allowed_hosts: str | None = None
+    # --- end quotas ---
     # --- creative tools (kolors_app/creative.py) ---
     lora_dir: Path = Path("models/lora")
     upscaler_dir: Path = Path("models/upscalers")
@@ -121,6 +138,9 @@ _LIMIT_HELP = {
     "max_prompt_tokens": "text encoder tokens read from a prompt (longer prompts get a warning)",
     "max_image_pixels": "largest uploaded image in pixels",
     "max_upload_bytes": "largest upload in bytes",
+    "max_metadata_bytes": "most bytes of EXIF, ICC and compressed text an uploaded image may carry (tag copies counted)",
+    "max_frames": "most pages or frames an uploaded TIFF or WebP may have",
+    "max_jpeg_scans": "most scans an uploaded JPEG may have (each one decodes the whole image again)",
 }
 
 
@@ -174,6 +194,35 @@ _FIELD_HELP.update({
 _CONVERTERS.update({"lora_dir": Path, "upscaler_dir": Path, "styles_file": lambda text: Path(text) if text else None})
 # --- end creative tools ---
 
+# --- quotas for a shared server ---
+QUOTA_HELP = {
+    "max_work": "most width x height (megapixels) x images x steps of one request (auto: 2600 locally, 300 public)",
+    "queue_per_session": "jobs one browser session may have waiting or running (auto: 4 locally, 1 public)",
+    "queue_per_address": "jobs one client address may have waiting or running, 0 = no limit (auto: 0 locally, 1 public)",
+    "sessions": "browser sessions whose state the server keeps in memory, oldest dropped (auto: 1000 locally, 200 public)",
+    "max_request_mb": "largest request body in MB, uploads aside (auto: 4)",
+    "upload_quota_mb": "MB one client address may upload per hour (auto: 2000 locally, 200 public)",
+    "upload_cache_mb": "MB of uploads and results kept in gradio's cache folder, oldest removed (auto: 4096 locally, 2048 public)",
+    "outputs_free_mb": "free disk in MB kept on the outputs folder's disk; below it images are not saved (auto: 1024)",
+    "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
+    "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
+    "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
+    "allowed_hosts": "comma-separated Host names answered (auto: localhost names for a loopback app, any behind a proxy or public)",
+}
+_FIELD_HELP.update(QUOTA_HELP)
+
+
+def _optional(convert):
+    return lambda text: None if str(text).strip().lower() in ("", "auto") else convert(text)
+
+
+_CONVERTERS.update({name: _optional(float if name == "max_work" else int) for name in QUOTA_HELP
+                    if name not in ("behind_proxy", "allowed_hosts")})
+_CONVERTERS["behind_proxy"] = _parse_optional_bool
+_CONVERTERS["allowed_hosts"] = _optional(str)
+AUTO_SETTINGS = {"save_outputs", *QUOTA_HELP}
+# --- end quotas ---
+
 
 def _is_bool(name: str) -> bool:
     return _CONVERTERS.get(name) in (_parse_bool, _parse_optional_bool)
@@ -201,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + name.replace("_", "-")
         extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if _is_bool(name) else {}
         default = _default(name)
-        shown = "auto" if default is None and name == "save_outputs" else default
+        shown = "auto" if default is None and name in AUTO_SETTINGS else default
         parser.add_argument(flag, dest=name, default=None, choices=_CHOICES.get(name), **extra,
                             help=f"{_help(name)} (default: {shown}; env KOLORS_{name.upper()})")
     parser.add_argument("--check", action="store_true",
@@ -271,9 +320,14 @@ def check(settings: Settings, sources: dict | None = None) -> None:
     if limits.min_size > limits.max_size:
         refuse("min_size", f"is above max_size ({limits.min_size} > {limits.max_size})")
     for name in ("max_steps", "max_images", "max_prompt_chars", "max_prompt_tokens", "max_image_pixels",
-                 "max_upload_bytes"):
+                 "max_upload_bytes", "max_metadata_bytes", "max_frames", "max_jpeg_scans"):
         if getattr(limits, name) < 1:
             refuse(name, f"must be at least 1, got {getattr(limits, name)}")
+    for name in QUOTA_HELP:
+        value = getattr(settings, name)
+        lowest = 1 if name in ("sessions", "queue_per_session", "max_request_mb", "unqueued_per_address") else 0
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < lowest:
+            refuse(name, f"must be at least {lowest}, got {value}")
     if not limits.max_guidance > 0:
         refuse("max_guidance", f"must be above 0, got {limits.max_guidance}")
 
@@ -283,7 +337,7 @@ def settings_table() -> str:
     rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
     for name in _setting_names() + list(_LIMIT_FIELDS):
         default = _default(name)
-        shown = "`auto`" if default is None and name == "save_outputs" else "" if default is None else f"`{default}`"
+        shown = "`auto`" if default is None and name in AUTO_SETTINGS else "" if default is None else f"`{default}`"
         text = _help(name).replace("|", "\\|")
         rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
     rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; exit non-zero if blocked |")

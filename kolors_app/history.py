@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -71,7 +73,7 @@ def validate_entry(value: Any, field: str = "entry", limits: Limits = Limits()) 
         if key not in value:
             raise ValidationError(f"{field}.{key}", "is missing")
     entry_id = value["id"]
-    if not isinstance(entry_id, str) or not ID_PATTERN.match(entry_id):
+    if not isinstance(entry_id, str) or not ID_PATTERN.fullmatch(entry_id):
         raise ValidationError(f"{field}.id", "must be 1 to 64 letters, digits, '-' or '_'")
     moment = value["time"]
     if isinstance(moment, bool) or not isinstance(moment, numbers.Real) or not math.isfinite(moment) \
@@ -233,19 +235,42 @@ class OutputStore:
 
     INDEX_NAME = "index.jsonl"
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, free_bytes: int = 0):
         self.root = Path(root)
+        self.free_bytes = free_bytes  # disk left free for everything else on the server
         self.index_path = self.root / self.INDEX_NAME
         self._lock = threading.Lock()
         self._next_numbers: dict[Path, int] = {}
 
+    def save_or_log(self, image: Image.Image | None, parameters: dict[str, Any], *,
+                    data: bytes | None = None) -> Path | None:
+        """save(), or None with the reason logged when the disk is full or unwritable: the visitor keeps the image."""
+        try:
+            return self.save(image, parameters, data=data)
+        except OSError as error:
+            logger.warning("server copy not saved: %s", error)
+            return None
+
+    def has_room(self) -> bool:
+        """Whether the outputs disk has more than the free-space floor left."""
+        try:
+            return not self.free_bytes or shutil.disk_usage(self.root if self.root.exists() else
+                                                            self.root.parent).free >= self.free_bytes
+        except OSError:
+            return False
+
     def save(self, image: Image.Image | None, parameters: dict[str, Any], *, now: float | None = None,
              data: bytes | None = None) -> Path:
-        """Save one image with its parameters (`data`: its PNG already encoded); returns the new file's path."""
+        """Save one image with its parameters (`data`: its PNG already encoded); returns the new file's path.
+
+        OSError(ENOSPC) when saving would leave less than `free_bytes` free on the disk.
+        """
         now = time.time() if now is None else now
         folder = self.root / time.strftime("%Y-%m-%d", time.localtime(now))
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
+            if self.free_bytes and shutil.disk_usage(folder).free < self.free_bytes:
+                raise OSError(errno.ENOSPC, f"less than {self.free_bytes >> 20} MB free on the outputs disk")
             number = self._next_numbers.get(folder) or self._scan_next_number(folder)
             while True:
                 path = folder / _file_name(number, parameters.get("seed"))

@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .config import Limits
+from .image_guard import ACCEPTED_FORMATS, FORMAT_NAMES, available_formats, exif_of, open_image
 from .params import ValidationError
 
-# Formats worth decoding for a text-to-image app. Restricting them keeps Pillow from handing uploads to
-# plugins that call external programs (EPS runs Ghostscript) or that few people ever fuzzed.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
 # Pillow raises many kinds of exceptions on hostile or damaged files; these are the ones decoding can give.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
                  ZeroDivisionError)
@@ -29,6 +26,10 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Index
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 WHITE = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                  5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}
 
 
 def load_image(source, limits: Limits | None = None, *, field: str = "image",
@@ -135,38 +136,36 @@ def read_allowed_file(path: str | os.PathLike, allowed_roots: Iterable[str | os.
 
 
 def decode_image(data: bytes, limits: Limits, field: str = "image") -> Image.Image:
-    """Decode image bytes to RGB, checking the header's pixel count before any pixel is decoded."""
-    try:
-        # With the default limits our own pixel check refuses an image long before Pillow's bomb
-        # *warning* (89 MP); Pillow's DecompressionBombError (179 MP) still stops the worst in open().
-        image = Image.open(io.BytesIO(data), formats=_available_formats())
-    except Image.DecompressionBombError:
-        raise ValidationError(field, f"has far too many pixels; at most {limits.max_image_pixels:,} "
-                                     "allowed") from None
-    except UnidentifiedImageError:
-        raise ValidationError(field, f"is not an image file this app reads ({FORMAT_NAMES})") from None
-    except DECODE_ERRORS as error:
-        raise ValidationError(field, f"is a damaged image file ({error})") from None
+    """Decode image bytes to RGB: structure checked (image_guard), then the header's pixel count, then pixels."""
+    image = open_image(data, limits, field)
     with image:
         check_pixels(image.size, limits, field)
         return _normalise(image, field)
 
 
 def _available_formats() -> tuple[str, ...]:
-    Image.init()
-    # Pillow raises KeyError for a format it was built without (AVIF needs libavif).
-    return tuple(name for name in ACCEPTED_FORMATS if name in Image.OPEN)
+    return available_formats()
 
 
 def _normalise(image: Image.Image, field: str) -> Image.Image:
     try:
-        if getattr(image, "n_frames", 1) > 1:
+        # The first frame only; tell(), not n_frames, which walks a whole TIFF page chain, GIF or APNG.
+        if image.tell():
             image.seek(0)
         image.load()
-        turned = ImageOps.exif_transpose(image)
-        return to_rgb(turned if turned is not None else image)
+        rgb = to_rgb(_upright(image, exif_of(image)))
+        rgb.info.pop("exif", None)  # the orientation is applied; the rest of the EXIF is not ours to keep
+        return rgb
+    except MemoryError:
+        raise ValidationError(field, "needs more memory to decode than this server has free") from None
     except DECODE_ERRORS as error:
         raise ValidationError(field, f"is damaged or truncated and cannot be decoded ({error})") from None
+
+
+def _upright(image: Image.Image, exif: Image.Exif) -> Image.Image:
+    # ImageOps.exif_transpose would read the EXIF again through getexif(), unchecked.
+    method = EXIF_TRANSPOSE.get(exif.get(EXIF_ORIENTATION))
+    return image.transpose(method) if method is not None else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -200,9 +199,28 @@ def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
     return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
 
 
-def size_for(image_size: tuple[int, int], megapixels: float = 1.0, multiple: int = 64) -> tuple[int, int]:
-    """A generation size of about `megapixels` with the image's aspect ratio, in multiples of 64."""
+def size_for(image_size: tuple[int, int], megapixels: float = 1.0, multiple: int = 64,
+             limits: Limits | None = None) -> tuple[int, int]:
+    """A generation size of about `megapixels` with the image's aspect ratio, in multiples of 64, within limits."""
+    limits = limits or Limits()
     width, height = image_size
     scale = (megapixels * 1024 * 1024 / (width * height)) ** 0.5
-    return (max(multiple, round(width * scale / multiple) * multiple),
-            max(multiple, round(height * scale / multiple) * multiple))
+    # A panorama would otherwise get a side past max_size, and the next Generate would be refused.
+    scale = min(scale, limits.max_size / width, limits.max_size / height)
+    low = -(-limits.min_size // multiple) * multiple
+    high = limits.max_size // multiple * multiple
+
+    def side(length: float) -> int:
+        return min(high, max(low, round(length * scale / multiple) * multiple))
+
+    return side(width), side(height)
+
+
+def header_size(path, limits: Limits | None = None, field: str = "image",
+                allowed_roots: Iterable[str | os.PathLike] = ()) -> tuple[int, int]:
+    """Width and height of a file inside `allowed_roots`, read after the structural checks, no pixel decoded."""
+    limits = limits or Limits()
+    data = read_allowed_file(path, allowed_roots, limits.max_upload_bytes, field)
+    with open_image(data, limits, field) as image:
+        check_pixels(image.size, limits, field)
+        return image.size

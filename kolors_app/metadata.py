@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .config import Limits
+from .image_guard import exif_of, open_image
 from .images import DECODE_ERRORS
 from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
@@ -278,7 +279,8 @@ def parse_parameters(text: str) -> ImageParameters:
         if label in labels:
             try:
                 number = convert(labels[label])
-                if isinstance(number, float) and not math.isfinite(number):
+                # JSON (and so the page) holds 64-bit integers at most.
+                if isinstance(number, float) and not math.isfinite(number) or abs(number) >= 2**63:
                     raise ValueError
                 found[key] = number
             except ValueError:
@@ -286,7 +288,8 @@ def parse_parameters(text: str) -> ImageParameters:
     if "Size" in labels:
         size = SIZE_PATTERN.match(labels["Size"])
         if size:
-            found["width"], found["height"] = int(size.group(1)), int(size.group(2))
+            found["width"], found["height"] = (int(side) if len(side) < 19 else 2**63 - 1
+                                               for side in size.groups())
         else:
             notes.append(f"Size {labels['Size']!r} is not WIDTHxHEIGHT; left at its default")
     if "Sampler" in labels:
@@ -340,7 +343,8 @@ def scheduler_from_a1111(sampler: str, schedule_type: str = "") -> tuple[str | N
 
 def exif_user_comment(image: Image.Image) -> str | None:
     """The EXIF UserComment text, where A1111 keeps parameters in JPEG and WebP files."""
-    raw = image.getexif().get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+    # exif_of, not getexif(): on a PNG, getexif() decodes every pixel to look for EXIF after the image data.
+    raw = exif_of(image).get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
     if isinstance(raw, str):
         return raw or None
     if not isinstance(raw, bytes) or len(raw) < 8:
@@ -363,13 +367,18 @@ def read_image_parameters(source: Image.Image | bytes | str | os.PathLike, field
     """
     if isinstance(source, Image.Image):
         return _from_image(source)
-    try:
-        opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-    except Image.DecompressionBombError as error:
-        raise ValidationError(field, f"has too many pixels to read safely ({error})") from None
-    except DECODE_ERRORS as error:
-        raise ValidationError(field, f"is not an image that can be read ({error})") from None
-    with opened:
+    limits = Limits()
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as file:
+                data = file.read(limits.max_upload_bytes + 1)
+        except OSError as error:  # the message names no path: it may be the server's upload folder
+            raise ValidationError(field, f"could not be read ({error.strerror or type(error).__name__})") from None
+    if len(data) > limits.max_upload_bytes:
+        raise ValidationError(field, f"is larger than {limits.max_upload_bytes / 1024 / 1024:.1f} MB")
+    with open_image(data, limits, field) as opened:
         return _from_image(opened)
 
 

@@ -287,6 +287,11 @@ def _text(name: str, value: Any, limits: Limits) -> str:
         raise ValidationError(name, f"must be text, got {type(value).__name__}")
     if len(value) > limits.max_prompt_chars:
         raise ValidationError(name, f"is {len(value)} characters long; at most {limits.max_prompt_chars} allowed")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate: the tokenizer would fail mid-run
+            raise ValidationError(name, f"holds an invalid character at position {error.start}") from None
     return value
 
 

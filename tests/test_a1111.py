@@ -251,3 +251,44 @@ def test_info_is_a1111_json_text(a1111):
     assert info["seed"] == 11 and info["all_seeds"] == [11] and info["sd_model_name"] == "Kolors"
     image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
     assert image.info["parameters"] == info["infotexts"][0]
+
+
+def test_inpainting_and_a_controlnet_unit_through_webuiapi(api, init_image):
+    """They map onto the core's mask and control parts; until the core runs them, a 501 names the field."""
+    from kolors_app.a1111.payloads import core_has
+
+    mask = Image.new("L", init_image.size, 0)
+    mask.paste(255, (64, 64, 192, 192))
+    if core_has("mask"):
+        result = api.img2img(images=[init_image], mask_image=mask, prompt="a red ball", denoising_strength=0.99,
+                             mask_blur=4, inpainting_fill=1, inpaint_full_res=False, seed=2, **SMALL)
+        assert result.image.size == (256, 256)
+        outside = np.asarray(result.image.convert("RGB"))[:32, :32].astype(int)
+        assert np.abs(outside - np.asarray(init_image)[:32, :32]).max() < 40  # unmasked pixels are kept
+    else:
+        with pytest.raises(RuntimeError, match="501.*mask"):
+            api.img2img(images=[init_image], mask_image=mask, prompt="a red ball", **SMALL)
+    unit = webuiapi.ControlNetUnit(image=init_image, module="canny", model="Kolors-ControlNet-Canny", weight=0.7,
+                                   guidance_start=0.0, guidance_end=0.9)
+    if core_has("controls"):
+        result = api.txt2img(prompt="a house", controlnet_units=[unit], seed=4, **SMALL)
+        assert result.image.size == (256, 256)
+        assert read_image_parameters(result.image).parameters["control_type"] == "canny"
+    else:
+        with pytest.raises(RuntimeError, match="501.*alwayson_scripts.controlnet"):
+            api.txt2img(prompt="a house", controlnet_units=[unit], **SMALL)
+
+
+def test_hires_fix_fields_make_a_larger_second_pass(a1111):
+    from kolors_app.a1111.payloads import optional_module
+
+    if optional_module("hires") is None:
+        pytest.skip("the hires fix is not in this app")
+    answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", "seed": 3, **SMALL, "enable_hr": True,
+                                               "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+                                               "denoising_strength": 0.5})
+    assert answer.status_code == 200, answer.text[:500]
+    image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+    assert image.size == (384, 384)
+    bad = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", **SMALL, "enable_hr": True, "hr_scale": 50})
+    assert bad.status_code == 422 and bad.json()["field"].startswith("hr_scale"), bad.text[:300]

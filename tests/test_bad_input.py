@@ -129,8 +129,11 @@ def test_data_urls_are_size_checked_before_decoding(raw):
     # gradio_client and the page always upload; a data: URL reaches the app only from a hand-made request,
     # and gradio checks no size for it.
     huge = "data:image/png;base64," + base64.b64encode(b"\0" * (21 * 1024 * 1024)).decode()
+    # Larger than any request body may be (--max-request-mb): refused before gradio reads it.
+    refused = raw.queued("image_to_image", [*SMALL, {"path": None, "url": huge}, 0.7])
+    assert refused["http"] == 413 and "MB" in refused["detail"], refused
     svg = "data:image/svg+xml;base64," + base64.b64encode(b"<svg><script>alert(1)</script></svg>").decode()
-    cases = [(huge, "MB"), (svg, "SVG"), ("data:text/html,<script>alert(1)</script>", "data:image/"),
+    cases = [(svg, "SVG"), ("data:text/html,<script>alert(1)</script>", "data:image/"),
              ("data:image/png;base64,not base64!", "base64")]
     for url, words in cases:
         error = raw.error_of("image_to_image", [*SMALL, {"path": None, "url": url}, 0.7])

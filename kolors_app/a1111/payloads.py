@@ -33,7 +33,9 @@ IGNORED_FIELDS = (
 )
 # Our field name (as ValidationError names it) -> the A1111 field a caller sent.
 A1111_NAMES = {"num_inference_steps": "steps", "guidance_scale": "cfg_scale", "num_images": "batch_size",
-               "strength": "denoising_strength", "scheduler": "sampler_name", "image": "init_images"}
+               "strength": "denoising_strength", "scheduler": "sampler_name", "image": "init_images",
+               "hires": "enable_hr", "hires_upscale": "hr_scale", "hires_steps": "hr_second_pass_steps",
+               "hires_upscaler": "hr_upscaler", "hires_denoising_strength": "denoising_strength"}
 
 
 class Txt2Img(BaseModel):
@@ -190,6 +192,11 @@ def core_has(part: str) -> bool:
 def build_request(body: Txt2Img, scheduler: str, seed: int, limits: Limits):
     """The app's own request for one iteration of an A1111 body; raises ValidationError or NotAvailable."""
     request = params.GenerationRequest(**core_fields(body, scheduler, seed))
+    if body.enable_hr and not isinstance(body, Img2Img):
+        # The hires fix of the Creative issue; `<lora:...>` tags in the prompt are read by the core itself.
+        request.hires = {"upscale": body.hr_scale, "upscaler": body.hr_upscaler or "Latent",
+                         "steps": body.hr_second_pass_steps,
+                         "denoising_strength": 0.7 if body.denoising_strength is None else body.denoising_strength}
     units = enabled_units(body)
     if units and not core_has("controls"):
         raise NotAvailable("alwayson_scripts.controlnet", "ControlNet is not available on this server yet")

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticError
 from ..generation import RunControl, batch_seeds
 from ..metadata import format_parameters, read_image_parameters, split_parameters
 from ..params import MAX_SEED, ValidationError, concrete_seed, validate
+from ..quotas import check_work, resolve
 from ..result_files import encode_png
 from ..schedulers import SCHEDULER_NAMES
 from .jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
@@ -154,6 +155,8 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
         try:
             requests = [validate(build_request(body, scheduler, seeds[number * body.batch_size], limits), limits)
                         for number in range(body.n_iter)]
+            for checked in requests:
+                check_work(checked, resolve(settings))  # the same work budget as the page's
         except ValidationError as error:
             error = a1111_error(error)
             return error_response(422, "Invalid input", str(error), error.field)
@@ -245,8 +248,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
 
     @router.get("/sdapi/v1/upscalers")
     def upscalers():
-        module = optional_module("upscalers")
-        names = list(getattr(module, "UPSCALER_NAMES", ())) if module else []
+        names = ["Latent"] if optional_module("hires") else []
         return [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 1}] + [
             {"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": 4} for name in names]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image, ImageOps
 
-from ..images import load_image, size_for
+from ..images import header_size, load_image, size_for
 from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .api_endpoints import wire_program_endpoint
@@ -91,12 +91,12 @@ def _examples(controls: GenerationControls, mode: str) -> gr.Dataset | None:
     return table
 
 
-def size_of_upload(path: str | None):
+def size_of_upload(path: str | None, limits=None):
     """Width, height and preset matching an uploaded image's aspect ratio, at about one megapixel."""
     try:
-        with Image.open(path) as image:  # reads the header only
-            width, height = size_for(image.size)
-    except (OSError, ValueError, TypeError):  # unreadable: the generate handler reports it properly
+        size = header_size(path, limits, allowed_roots=[gr.utils.get_upload_folder()])  # structure, header only
+        width, height = size_for(size, limits=limits)
+    except (ValidationError, TypeError):  # unreadable: the generate handler reports it properly
         return gr.skip(), gr.skip(), gr.skip()
     return width, height, aspect_for(width, height)
 
@@ -253,8 +253,9 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
                                    label=i18n("resize_mode"), elem_id="image_to_image-resize")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength},
                         options={"resize_mode": resize_mode})
-    image.upload(size_of_upload, image, [controls.width, controls.height, controls.aspect], queue=False,
-                 api_visibility="private")
+    image.upload(lambda path: size_of_upload(path, ctx.settings.limits), image,
+                 [controls.width, controls.height, controls.aspect], queue=False, api_visibility="private",
+                 api_name="size_of_upload")
     tab.examples = _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,

@@ -22,6 +22,7 @@ from ..downloads import ModelUnavailable
 from ..generation import RunControl, generate
 from ..history import OutputStore
 from ..memory import OutOfGPUMemory
+from ..quotas import check_work, resolve
 from ..params import GenerationResult, GenerationRequest, ValidationError, validate
 from ..pipelines import PipelineManager
 from ..result_files import BackgroundSaver, encode_png, write_served_png
@@ -107,7 +108,7 @@ class AppContext:
 
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
-            self.outputs = OutputStore(self.settings.outputs_dir)
+            self.outputs = OutputStore(self.settings.outputs_dir, resolve(self.settings).outputs_free_bytes)
         if self.saver is None and self.outputs is not None:
             self.saver = BackgroundSaver(self.outputs)
 
@@ -178,6 +179,7 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
     """Validate, run in a worker thread, and yield frames: progress every step, previews by time, then done."""
     try:
         request = validate(request, ctx.settings.limits)
+        check_work(request, resolve(ctx.settings))
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
     session = session_of(http)
@@ -323,16 +325,21 @@ def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") ->
     """Gallery items (PNG files, each encoded once) and the JSON result; the outputs copy is queued, not waited for."""
     if result.stopped:
         return [], {"images": [], "stopped": True, "warnings": result.warnings}
-    gallery = []
+    gallery, warnings = [], list(result.warnings)
+    # A full disk costs nobody their images: they are served from gradio's cache, only the copy is skipped.
+    saving = ctx.saver is not None and ctx.outputs.has_room()
+    if ctx.saver is not None and not saving:
+        warnings.append("The server's disk is full: these images were not saved on the server. Download them now.")
+        gr.Warning(warnings[-1])
     folder = gr.utils.get_upload_folder()
     for item in result.images:
         data = encode_png(item.image, item.parameters)
         # A file already in gradio's cache folder is served as it is: gradio neither encodes nor copies it again.
         name = download_name(next(_numbers), item.parameters)
         gallery.append((write_served_png(data, folder, name), tr(lang, "caption_seed", seed=item.seed)))
-        if ctx.saver is not None:
+        if saving:
             ctx.saver.save(item.parameters, data)
-    summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
+    summary = {"images": [item.parameters for item in result.images], "warnings": warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
 
@@ -351,6 +358,7 @@ async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.
     """
     try:
         request = validate(request, ctx.settings.limits)
+        check_work(request, resolve(ctx.settings))
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
     session = session_of(http)

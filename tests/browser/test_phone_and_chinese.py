@@ -27,6 +27,16 @@ def open_phone(browser, live_app, locale="en-US"):
     return context, page
 
 
+def settled_untranslated(page) -> list[str]:
+    """untranslated(), once the page has settled (gradio's own status texts come and go)."""
+    for _ in range(10):
+        found = untranslated(page)
+        if not found:
+            return found
+        page.wait_for_timeout(300)
+    return found
+
+
 def test_the_chinese_page_has_no_untranslated_string(visitor):
     page = visitor(locale="zh-CN")
     expect(page.get_by_role("tab")).to_have_text([zh for _, zh in TABS.values()])
@@ -36,7 +46,7 @@ def test_the_chinese_page_has_no_untranslated_string(visitor):
         page.get_by_role("tab", name=zh, exact=True).click()
         expect(page.get_by_role("tab", selected=True)).to_have_text(zh)
         page.wait_for_timeout(300)
-        assert untranslated(page) == [], f"untranslated in {zh}"
+        assert settled_untranslated(page) == [], f"untranslated in {zh}"
     # What the server says is in Chinese too: toasts, captions, the progress line.
     page.get_by_role("tab", name="文生图", exact=True).click()
     page.locator("#text_to_image-use-settings").click()
@@ -44,8 +54,7 @@ def test_the_chinese_page_has_no_untranslated_string(visitor):
     prepare(page, "text_to_image", "一只猫", seed=5)
     generate(page, "text_to_image", 5, caption="种子")
     expect(page.locator("#text_to_image-progress")).to_have_text(re.compile(r"完成：1 张"))
-    page.wait_for_timeout(500)
-    assert untranslated(page) == []
+    assert settled_untranslated(page) == []
     assert_no_error_badge(page)
 
 

@@ -432,28 +432,22 @@
     if (button) { event.preventDefault(); button.click(); }
   }, true);
 
-  // A typed size beyond the slider's range: gradio would clamp the slider but leave the box showing the typed
-  // value. Snap it here, before gradio reads it, and say so (the server snaps and says so for the rest).
-  const clampTyped = (event) => {
-    const box = event.target;
-    if (!(box instanceof HTMLInputElement) || box.type !== "number") return;
-    if (event.type === "keydown" && event.key !== "Enter") return;
-    const field = box.closest("[id$='-width'], [id$='-height']");
-    if (!field || box.value === "") return;
-    const value = Number(box.value), low = Number(box.min), high = Number(box.max);
-    if (!isFinite(value) || (value >= low && value <= high)) return;
-    const snapped = Math.min(Math.max(Math.round(value / 8) * 8, low), high);
-    box.value = String(snapped);
-    const name = field.id.endsWith("-width") ? (zh ? "宽度" : "Width") : (zh ? "高度" : "Height");
-    toast(zh ? `${name} ${value} 不可用：已改为 ${snapped}（${low} 到 ${high} 之间 8 的倍数）。`
-      : `${name} ${value} is not allowed: set to ${snapped} (multiples of 8 from ${low} to ${high}).`);
+  // gradio 6 leaves some of its own translation keys untranslated in zh-CN pages: show them in words.
+  const LEAKED = {"common.complete": zh ? "完成" : "Complete"};
+  const fixLeaked = () => {
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const node = walker.currentNode, key = node.textContent.trim();
+      if (LEAKED[key]) node.textContent = LEAKED[key];
+    }
   };
-  document.addEventListener("keydown", clampTyped, true);
-  document.addEventListener("change", clampTyped, true);
-  document.addEventListener("blur", clampTyped, true);
 
   // gradio mounts a tab's content when it is first opened: build the history view whenever it appears.
-  const watch = () => document.querySelectorAll("#kolors-history").forEach(mountWidget);
+  let fixing = false;
+  const watch = () => {
+    document.querySelectorAll("#kolors-history").forEach(mountWidget);
+    if (!fixing && document.body) { fixing = true; requestAnimationFrame(() => { fixLeaked(); fixing = false; }); }
+  };
   new MutationObserver(watch).observe(document.documentElement, {childList: true, subtree: true});
   document.addEventListener("DOMContentLoaded", watch);
 
