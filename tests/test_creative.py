@@ -12,6 +12,7 @@ from kolors_app.generation import generate
 from kolors_app.metadata import png_bytes, read_image_parameters
 from kolors_app.params import GenerationRequest, InitImage, ValidationError, request_from_dict
 from kolors_app.pipelines import PipelineManager
+from test_hires import needs_spandrel
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
@@ -93,7 +94,7 @@ def test_styles_and_dynamic_prompts_are_recorded_per_image(own_manager):
         generate(own_manager, dataclasses.replace(request, styles=["nope"]))
 
 
-@pytest.mark.parametrize("upscaler", ["Latent", "tiny-esrgan-4x"])
+@pytest.mark.parametrize("upscaler", ["Latent", pytest.param("tiny-esrgan-4x", marks=needs_spandrel)])
 def test_hires_fix_through_generate_and_back_from_the_png(own_manager, upscaler):
     hires = {"upscale": 1.5, "upscaler": upscaler, "steps": 4, "denoising_strength": 0.5}
     result = generate(own_manager, GenerationRequest(prompt="a lighthouse", seed=3, hires=hires, **SMALL))

@@ -11,6 +11,7 @@ from ..images import resolve_allowed_path, size_for
 from ..metadata import clean_parameters
 from ..params import ValidationError
 from ..schedulers import SCHEDULER_NAMES
+from .creative import creative_tab
 from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
 from .history_tab import history_tab
@@ -223,6 +224,8 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 history = history_tab()
             with gr.Tab(i18n("png_info"), id="png_info"):
                 png = png_info_tab()
+            with gr.Tab(i18n("creative"), id="creative"):
+                creative_tab(ctx)  # LoRAs, styles, hires fix, X/Y/Z plot, Upscale (kolors_app/ui/creative.py)
         settings_text = gr.Textbox(visible=False)
         tabs = {tab.mode: tab for tab in (t2i, i2i, ipa)}
         outputs = restore_outputs(tabs, tabs_box)
