@@ -18,6 +18,7 @@ from PIL import Image, PngImagePlugin
 
 from .config import Limits
 from .images import DECODE_ERRORS
+from .control_infotext import control_pairs, read_control_labels
 from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
@@ -91,8 +92,9 @@ def format_parameters(params: dict[str, Any]) -> str:
     }
     if mode != "text_to_image":
         values.update(strength=params.get("strength"), ip_adapter_scale=params.get("ip_adapter_scale"), mode=mode)
-    pairs = ", ".join(f"{LABELS[key]}: {quote(_number_text(value))}"
-                      for key, value in values.items() if value is not None)
+    pairs = ", ".join([f"{LABELS[key]}: {quote(_number_text(value))}"
+                       for key, value in values.items() if value is not None]
+                      + [f"{label}: {text}" for label, text in control_pairs(params)])
     lines = [params.get("prompt") or ""]
     if params.get("negative_prompt"):
         lines.append(f"{NEGATIVE_PREFIX} {params['negative_prompt']}")
@@ -286,6 +288,7 @@ def parse_parameters(text: str) -> ImageParameters:
     if "Model" in labels:
         found["model"] = labels["Model"][:MAX_MODEL_CHARS]
     found["mode"] = _mode(labels, notes)
+    read_control_labels(labels, found, notes)
     if found["mode"] == "text_to_image":
         found.pop("strength", None)
         found.pop("ip_adapter_scale", None)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..params import ValidationError
+from ..params import ValidationError, images_needed
 from ..metadata import clean_parameters
 from .controls import control_updates, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, text_to_image_tab
+from .inpaint_tab import inpaint_tab
 from .history_tab import history_state, history_tab, record_run, render
 from .i18n import i18n
 from .png_info_tab import png_info_tab
@@ -35,6 +36,10 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
         if parameters.get(name) is not None:
             updates[slider] = parameters[name]
     updates[tabs_box] = gr.Tabs(selected=tab.mode)
+    needed = images_needed(parameters)
+    if needed:
+        # Images are never stored in the parameters: say which ones the restored settings still need.
+        gr.Info(as_text(f"Give these images again: {', '.join(needed)}"), title="Images")
     return updates
 
 
@@ -67,11 +72,13 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 i2i = image_to_image_tab(ctx)
             with gr.Tab(i18n("ip_adapter"), id="ip_adapter"):
                 ipa = ip_adapter_tab(ctx)
+            with gr.Tab(i18n("inpaint"), id="inpaint"):
+                inpainting = inpaint_tab(ctx)
             with gr.Tab(i18n("history"), id="history"):
                 history = history_tab(store)
             with gr.Tab(i18n("png_info"), id="png_info"):
                 png = png_info_tab()
-        tabs = {tab.mode: tab for tab in (t2i, i2i, ipa)}
+        tabs = {tab.mode: tab for tab in (t2i, i2i, ipa, inpainting)}
         outputs = restore_outputs(tabs, tabs_box)
 
         def restore(parameters):

@@ -11,6 +11,7 @@ from PIL import Image
 from ..images import load_image, size_for
 from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
+from .control_units import control_accordion, with_control_parameters
 from .controls import GenerationControls, aspect_for, build_controls
 from .i18n import i18n
 from .runner import AppContext, as_text, run_request, session_of
@@ -47,6 +48,11 @@ def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool)
         return load_image(source, ctx.settings.limits, field=name, allowed_roots=[gr.utils.get_upload_folder()])
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title="Invalid input") from None
+
+
+def _loader(ctx: AppContext):
+    """_image for optional images, as the control units take it: load_image(field, value)."""
+    return lambda name, value: _image(ctx, name, value, required=False)
 
 
 def _examples(controls: GenerationControls, mode: str) -> None:
@@ -103,18 +109,20 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, extra_inputs: list) -> N
 
 def text_to_image_tab(ctx: AppContext) -> GenerationTab:
     """Text to image."""
-    controls, _extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
-    tab = GenerationTab("text_to_image", controls)
+    controls, extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
+    with extra:
+        units = control_accordion("text_to_image")
+    tab = GenerationTab("text_to_image", controls, sliders=units.restorable())
     _examples(controls, "text_to_image")
 
     def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
-                      seed, num_images, request: gr.Request, progress=gr.Progress()):
-        """Generate images from a prompt; returns the PNGs and their parameters with concrete seeds."""
+                      seed, num_images, request: gr.Request, progress=gr.Progress(), controls=()):
+        """Generate images from a prompt (ControlNet units: control_* parameters); PNGs and their parameters."""
         yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images), request, progress)
+            num_images, controls=list(controls)), request, progress)
 
-    _wire(ctx, tab, text_to_image, [])
+    _wire(ctx, tab, with_control_parameters(text_to_image, _loader(ctx)), units.input_list())
     return tab
 
 
@@ -126,20 +134,21 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
                          elem_id="image_to_image-image", **IMAGE_INPUT)
         strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
                              elem_id="image_to_image-strength")
-    tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength})
+        units = control_accordion("image_to_image")
+    tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength, **units.restorable()})
     image.upload(size_of_upload, image, [controls.width, controls.height, controls.aspect], queue=False,
                  api_visibility="private")
     _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
-                       seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
+                       seed, num_images, image, strength, request: gr.Request, progress=gr.Progress(), controls=()):
         """Repaint an image guided by a prompt; `strength` 0..1 says how much changes."""
         init = _image(ctx, "image", image, required=True)
         yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, init=InitImage(init, strength)), request, progress)
+            num_images, init=InitImage(init, strength), controls=list(controls)), request, progress)
 
-    _wire(ctx, tab, image_to_image, [image, strength])
+    _wire(ctx, tab, with_control_parameters(image_to_image, _loader(ctx)), [image, strength] + units.input_list())
     return tab
 
 
@@ -156,19 +165,21 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
             scale = gr.Slider(0.0, 2.0, value=0.5, step=0.05, label=i18n("ip_scale"), elem_id="ip_adapter-scale")
             strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"),
                                  elem_id="ip_adapter-strength")
+        units = control_accordion("ip_adapter")
     tab = GenerationTab("ip_adapter", controls, {"ip_adapter_image": reference, "image": init},
-                        {"ip_adapter_scale": scale, "strength": strength})
+                        {"ip_adapter_scale": scale, "strength": strength, **units.restorable()})
 
     def ip_adapter(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
                    num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request,
-                   progress=gr.Progress()):
+                   progress=gr.Progress(), controls=()):
         """Generate images that follow a reference image (IP-Adapter Plus); `image` is an optional init image."""
         reference = Reference(_image(ctx, "ip_adapter_image", ip_adapter_image, required=True), ip_adapter_scale)
         init = _image(ctx, "image", image, required=False)
         yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, init=InitImage(init, strength) if init is not None else None, reference=reference),
-            request, progress)
+            num_images, init=InitImage(init, strength) if init is not None else None, reference=reference,
+            controls=list(controls)), request, progress)
 
-    _wire(ctx, tab, ip_adapter, [reference, scale, init, strength])
+    _wire(ctx, tab, with_control_parameters(ip_adapter, _loader(ctx)), [reference, scale, init, strength]
+          + units.input_list())
     return tab

@@ -184,6 +184,9 @@ def finish(ctx: AppContext, result: GenerationResult) -> tuple:
         gallery.append((image, f"seed {item.seed}"))
         if ctx.outputs is not None:
             ctx.outputs.save(item.image, item.parameters)
+    # The maps the control units were given come after the images, to see, download or feed back as a map.
+    gallery += [(made, f"control map {index + 1} ({unit.type})")
+                for index, (made, unit) in enumerate(zip(result.control_maps, result.request.controls))]
     summary = {"images": [item.parameters for item in result.images], "warnings": result.warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
