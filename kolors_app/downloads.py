@@ -255,3 +255,21 @@ def disk_message(repo: str, needed: int) -> str:
     return (f"Not enough disk space to download {repo}: it needs {needed / GB:.1f} GB plus {DISK_MARGIN / GB:.0f} GB "
             f"of room, and {free_disk_bytes() / GB:.1f} GB is free in {cache_dir()}. Free some space, point "
             f"HF_HUB_CACHE at a larger disk, or point --model at a local copy.")
+
+
+def fetch_files(repo: str, patterns: list[str], revision: str | None = None,
+                on_progress: Progress | None = None) -> Path:
+    """The local folder of an add-on repo holding the files matching patterns, downloaded first when missing."""
+    folder = _snapshot_folder(repo, revision)
+    if folder is not None and all(_exists(folder, pattern) for pattern in patterns):
+        return folder
+    if not hub_reachable():
+        raise ModelUnavailable(f"{repo} is needed and not in the cache ({unreachable_reason()}); download it "
+                               f"where the Hub is reachable: hf download {repo} {' '.join(patterns)}")
+    try:
+        downloaded = snapshot_download(repo, revision=revision, allow_patterns=patterns,
+                                       tqdm_class=progress_bar_class(on_progress) if on_progress else None)
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, *NETWORK_ERRORS) as error:
+        raise ModelUnavailable(f"{repo} could not be downloaded ({type(error).__name__}: {unreachable_reason(error)})") \
+            from None
+    return Path(downloaded)

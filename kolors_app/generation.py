@@ -6,14 +6,18 @@ import contextlib
 import functools
 import threading
 import time
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from PIL import Image
 
-from . import creative
+from . import creative, inpainting
+from .downloads import ModelUnavailable
 from .embeddings import EmbeddingCaches, caches_for
+from .inpainting import Canvas
+from .preprocessors import control_map
 from .params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult, ValidationError,
                      concrete_seed, validate)
 from .images import fit_image
@@ -63,14 +67,57 @@ def prompt_warnings(manager: PipelineManager, request: GenerationRequest) -> lis
 def pipeline_key(request: GenerationRequest) -> PipelineKey:
     """The pipeline this request's parts need."""
     base = "mask" if request.inpaint is not None else ("init" if request.init is not None else "text")
-    return PipelineKey(base=base, reference=request.reference is not None)
+    return PipelineKey(base=base, reference=request.reference is not None,
+                       controls=tuple(unit.type for unit in request.controls),
+                       inpainting_unet=request.inpaint is not None and request.inpaint.model == "inpainting")
 
 
-def pipeline_arguments(request: GenerationRequest, seeds: list[int], conditioning: dict) -> dict:
+@dataclass
+class PreparedImages:
+    """A request's images made ready before the model runs: the inpainting canvas and one map per control unit."""
+
+    canvas: Canvas | None = None
+    maps: list[Image.Image] = field(default_factory=list)
+
+
+def prepare_images(manager: PipelineManager, request: GenerationRequest) -> PreparedImages:
+    """Outpainting canvas, blurred mask and control maps (preprocessors run here, outside the GPU lock)."""
+    limits = manager.settings.limits
+    canvas = None
+    if request.inpaint is not None:
+        canvas = inpainting.prepare(request.init.image, request.inpaint, request.width, request.height,
+                                    limits.min_size, limits.max_size)
+        if not inpainting.has_masked_pixels(canvas.mask):
+            raise ValidationError("mask", "is all black: paint white where the image should change")
+    # Maps at the size the pipeline crops or resizes them from: the canvas when inpainting.
+    size = canvas.image.size if canvas is not None else (request.width, request.height)
+    maps = [control_map(unit, fit_image(unit.image.convert("RGB"), *size), manager.estimators)
+            for unit in request.controls]
+    return PreparedImages(canvas, maps)
+
+
+def control_arguments(request: GenerationRequest, maps: list[Image.Image]) -> dict:
+    """Maps, scales and step ranges of the control units (lists for several, as MultiControlNetModel takes)."""
+    if not maps:
+        return {}
+    units = request.controls
+    values = {"controlnet_conditioning_scale": [unit.scale for unit in units],
+              "control_guidance_start": [unit.start for unit in units],
+              "control_guidance_end": [unit.end for unit in units]}
+    if len(units) == 1:
+        values = {name: value[0] for name, value in values.items()}
+    # The text-to-image ControlNet pipeline calls the maps `image`; the others use `image` for the init image.
+    values["image" if request.init is None else "control_image"] = maps if len(maps) > 1 else maps[0]
+    return values
+
+
+def pipeline_arguments(request: GenerationRequest, seeds: list[int], conditioning: dict,
+                       prepared: PreparedImages = PreparedImages()) -> dict:
     """The keyword arguments of the diffusers call: the request's settings plus ready embeddings."""
+    canvas = prepared.canvas
     arguments = dict(
-        width=request.width,
-        height=request.height,
+        width=canvas.width if canvas else request.width,
+        height=canvas.height if canvas else request.height,
         num_inference_steps=request.num_inference_steps,
         guidance_scale=request.guidance_scale,
         # The embeddings already hold one row per image, so the pipeline sees a batch of one prompt each.
@@ -79,16 +126,39 @@ def pipeline_arguments(request: GenerationRequest, seeds: list[int], conditionin
         generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
         **conditioning,
     )
-    if request.init is not None:
+    if canvas is not None:
+        arguments.update(image=canvas.image, mask_image=canvas.mask, strength=request.init.strength)
+        if request.inpaint.area == "masked":
+            arguments["padding_mask_crop"] = request.inpaint.padding
+    elif request.init is not None:
         arguments.update(image=fit_image(request.init.image, request.width, request.height),
                          strength=request.init.strength)
+    arguments.update(control_arguments(request, prepared.maps))
     return arguments
 
 
-def conditioning(caches: EmbeddingCaches, pipe, request: GenerationRequest) -> dict:
-    """Prompt (and reference image) embeddings, from the caches or computed once by the pipeline."""
+def inpainting_model_available(manager: PipelineManager, request: GenerationRequest, warnings: list[str]):
+    """The request as it will run: the base U-Net (said in a warning) when Kolors-Inpainting cannot be had."""
+    if request.inpaint is None or request.inpaint.model != "inpainting":
+        return request
+    if request.reference is not None:
+        raise ValidationError("inpaint_model", "'inpainting' does not take an IP-Adapter reference yet; use 'base'")
+    try:
+        manager.inpainting_unet()
+    except ModelUnavailable as error:
+        warnings.append(f"The inpainting model is not available ({error}); the base U-Net inpainted instead")
+        return dataclasses.replace(request, inpaint=dataclasses.replace(request.inpaint, model="base"))
+    return request
+
+
+def conditioning(caches: EmbeddingCaches, pipe, request: GenerationRequest, text_pipe=None) -> dict:
+    """Prompt (and reference image) embeddings, from the caches or computed once by the pipeline.
+
+    text_pipe: the Kolors pipeline whose encode_prompt reads ChatGLM (the SDXL pipelines' expects CLIP).
+    """
     count = request.num_images
-    arguments = caches.prompt_arguments(pipe, request.prompt, request.negative_prompt, count, request.guidance_scale)
+    arguments = caches.prompt_arguments(text_pipe or pipe, request.prompt, request.negative_prompt, count,
+                                        request.guidance_scale)
     if request.reference is not None:
         arguments.update(caches.ip_adapter_arguments(pipe, request.reference.image, request.guidance_scale))
     return arguments
@@ -141,12 +211,11 @@ def generate(manager: PipelineManager, request: GenerationRequest,
     """Generate the images of one request; raises ValidationError before any model work."""
     control = control or RunControl()
     request = validate(request, manager.settings.limits)
-    if request.controls or request.inpaint is not None:
-        # The parts exist so that their API is fixed; the pipelines for them land with issue 11's next commits.
-        raise ValidationError("controls" if request.controls else "mask", "not available in this version yet")
     started = time.perf_counter()
     manager.load()
     warnings = prompt_warnings(manager, request)
+    request = inpainting_model_available(manager, request, warnings)
+    staged = prepare_images(manager, request)  # init/mask canvas and control maps
     seeds = batch_seeds(concrete_seed(request.seed), request.num_images)
     prepared = creative.prepare(manager, request, seeds)  # styles, {a|b}, <lora:...>: names checked here
     with manager.run_lock:
@@ -159,8 +228,9 @@ def generate(manager: PipelineManager, request: GenerationRequest,
             if request.reference is not None:
                 pipe.set_ip_adapter_scale(request.reference.scale)
             creative.apply_loras(manager, prepared)
+            text_conditioning = functools.partial(conditioning, text_pipe=manager.load())
             arguments = pipeline_arguments(request, seeds, creative.conditioning(
-                caches_for(manager), pipe, request, prepared, conditioning))
+                caches_for(manager), pipe, request, prepared, text_conditioning), staged)
             with pooled_embeds_forwarded(pipe, arguments):
                 return creative.run(manager, pipe, request, prepared, arguments, seeds, _step_callback(control),
                                     second_pass=functools.partial(hires_pipeline, manager, request, arguments))
@@ -174,9 +244,13 @@ def generate(manager: PipelineManager, request: GenerationRequest,
         if plan_note:
             warnings.append(plan_note)
         # --- end OOM step-down ---
+    pictures = output.images
+    if staged.canvas is not None:
+        pictures = [inpainting.paste_back(image, staged.canvas, request.inpaint.keep_unmasked) for image in pictures]
     images = [GeneratedImage(image, seed, {**image_parameters(request, seed, image), **creative.image_values(prepared, i)})
-              for i, (image, seed) in enumerate(zip(output.images, seeds))]
-    return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started)
+              for i, (image, seed) in enumerate(zip(pictures, seeds))]
+    return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started,
+                            control_maps=staged.maps)
 
 
 @contextlib.contextmanager

@@ -52,19 +52,36 @@ TILING_PIXELS = 1024 * 1024
 CPU_TEXT_ENCODER_FP32_RAM = 32 * GiB
 
 
+# Control add-ons, fp16 GB (ControlNets are published as 2.5 GB fp32 files: 1.25 GB in fp16; the inpainting
+# U-Net is the base U-Net's size). Replaced by the bytes of the loaded models once they are loaded.
+ADDON_GB = {"controlnet": 1.25, "inpainting_unet": UNET_GB}
+# A ControlNet runs beside the U-Net at each step; its working memory is about half the U-Net's (estimate).
+CONTROLNET_WORK_SHARE = 0.5
+
+
+def learn_sizes(**sizes: int) -> None:
+    """Record the bytes of loaded add-ons (controlnet=..., inpainting_unet=...), for the plans that follow."""
+    for name, size in sizes.items():
+        ADDON_GB[name] = size / GB
+
+
 @dataclass(frozen=True)
 class Features:
-    """What a run asks of memory: image size, batch, IP-Adapter."""
+    """What a run asks of memory: image size, batch, IP-Adapter, ControlNets, inpainting U-Net."""
 
     width: int = 1024
     height: int = 1024
     num_images: int = 1
     ip_adapter: bool = False
+    controlnets: int = 0
+    inpainting_unet: bool = False
 
     @classmethod
     def of(cls, request) -> "Features":
         """The features of a generation request."""
-        return cls(request.width, request.height, request.num_images, request.reference is not None)
+        inpainting = request.inpaint is not None and request.inpaint.model == "inpainting"
+        return cls(request.width, request.height, request.num_images, request.reference is not None,
+                   len(request.controls), inpainting)
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,31 @@ def peak_gib(plan: Plan, features: Features = Features()) -> float:
         peak = LARGEST_LAYER_GIB + max(unet_work, vae_work)
     if features.ip_adapter:
         peak += IP_ADAPTER_GIB if plan.offload == "none" else IP_ADAPTER_OFFLOADED_GIB
+    peak += addon_gib(plan, features, unet_work)
     return CONTEXT_GIB + peak
+
+
+def addon_gib(plan: Plan, features: Features, unet_work: float) -> float:
+    """What ControlNets and the inpainting U-Net add to a plan's peak (weights resident, or one at a time)."""
+    controlnet = ADDON_GB["controlnet"] * GB / GiB
+    weights = features.controlnets * controlnet
+    # The inpainting U-Net replaces the base one in the run, but both stay loaded (the base serves other modes).
+    weights += ADDON_GB["inpainting_unet"] * GB / GiB if features.inpainting_unet else 0.0
+    work = CONTROLNET_WORK_SHARE * unet_work if features.controlnets else 0.0
+    if plan.offload == "none":
+        return weights + work
+    if plan.offload == "model":
+        # Offloaded models come to the GPU one at a time: one ControlNet beside the U-Net's working memory.
+        return (controlnet if features.controlnets else 0.0) + work
+    return work
+
+
+def addon_budget_bytes(plan: Plan) -> int | None:
+    """GPU bytes the loaded ControlNets may hold: the free memory beyond a 1024 px run's peak; None off CUDA."""
+    if plan.device != "cuda" or not torch.cuda.is_available():
+        return None
+    _free, total = torch.cuda.mem_get_info()
+    return max(0, int(total - peak_gib(plan) * GiB))
 
 
 def choose_plan(free_bytes: int, features: Features = Features(), ladder=LADDER) -> Plan:

@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin
 from .config import Limits
 from .image_guard import exif_of, open_image
 from .images import DECODE_ERRORS
+from .control_infotext import control_pairs, read_control_labels
 from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
@@ -99,7 +100,8 @@ def format_parameters(params: dict[str, Any]) -> str:
     from .creative import infotext_pairs, infotext_prompts
 
     labelled += infotext_pairs(params)  # Hires ..., Lora hashes
-    pairs = ", ".join(f"{label}: {quote(_number_text(value))}" for label, value in labelled)
+    pairs = ", ".join([f"{label}: {quote(_number_text(value))}" for label, value in labelled]
+                      + [f"{label}: {text}" for label, text in control_pairs(params)])
     prompt, negative = infotext_prompts(params)  # what ran: styles applied, {a|b} drawn
     lines = [prompt]
     if negative:
@@ -304,6 +306,7 @@ def parse_parameters(text: str) -> ImageParameters:
 
     found.update(from_infotext(labels, prompt))
     found["mode"] = _mode(labels, notes)
+    read_control_labels(labels, found, notes)
     if found["mode"] == "text_to_image":
         found.pop("strength", None)
         found.pop("ip_adapter_scale", None)

@@ -247,6 +247,17 @@ def request_from_dict(values: dict[str, Any]) -> GenerationRequest:
     return request
 
 
+def images_needed(parameters: dict[str, Any]) -> list[str]:
+    """The image parameters a saved request needs given again (images are never stored in the parameters)."""
+    request = request_from_dict(parameters)
+    needed = ["image"] if request.init is not None else []
+    if request.reference is not None:
+        needed.append("ip_adapter_image")
+    if request.inpaint is not None and not any(request.inpaint.outpaint):
+        needed.append("mask")
+    return needed + [control_name("image", index) for index in range(len(request.controls))]
+
+
 def _integer(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValidationError(name, f"must be a whole number from {low} to {high}, got {value!r}")

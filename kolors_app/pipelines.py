@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from . import downloads, memory
+from .addons import CONTROLNET_REPOS, INPAINTING_REPO, PATTERNS
 from .config import Settings
 from .memory import Features, Plan, make_plan
 
@@ -60,6 +61,15 @@ def ip_adapter_source(settings: Settings) -> str:
 
         return str(tiny_model_dir() / IP_ADAPTER_REPO)
     return settings.ip_adapter
+
+
+def addon_source(settings: Settings, repo: str) -> str:
+    """A Control add-on's repo id, or its tiny copy when the model is `tiny`."""
+    if settings.model == "tiny":
+        from .tiny import tiny_model_dir
+
+        return str(tiny_model_dir() / repo)
+    return repo
 
 
 def has_fp16_variant(source: str) -> bool:
@@ -176,6 +186,14 @@ class PipelineManager:
         self._ip_attached = False
         self._offloaded_pipe = None
         self._tokenizer = None
+        # --- Control add-ons (kolors_app/controlnets.py, preprocessors.py): loaded on first use ---
+        from .controlnets import ControlNetStore
+        from .preprocessors import Estimators
+
+        self.controlnets = ControlNetStore(lambda kind: addon_source(self.settings, CONTROLNET_REPOS[kind]),
+                                           self._set_status)
+        self.estimators = Estimators(lambda repo: addon_source(self.settings, repo), self._set_status)
+        self._inpainting_unet = None
 
     @property
     def loaded(self) -> bool:
@@ -259,6 +277,8 @@ class PipelineManager:
                 pipe.remove_all_hooks()
         self._pipes.clear()
         self._ip_parts, self._ip_attached, self._offloaded_pipe = None, False, None
+        self.controlnets.clear()
+        self._inpainting_unet = None
         self.release_memory()
 
     def configure_vae(self, features: Features) -> None:
@@ -292,7 +312,7 @@ class PipelineManager:
         import diffusers
 
         base = self.load()
-        if key not in self._pipes:
+        if key not in self._pipes or key.controls:
             parts: dict[str, Any] = {}
             if key.reference:
                 ip_parts = self._load_ip_adapter()
@@ -301,11 +321,49 @@ class PipelineManager:
             if cls.__name__.startswith("StableDiffusionXL"):
                 # Kolors has one text encoder; prompts arrive as embeddings, so the SDXL pipelines need no second.
                 parts.update(text_encoder_2=None, tokenizer_2=None)
-            self._pipes[key] = cls.from_pipe(base, **parts)
-        pipe = self._pipes[key]
+            if key.inpainting_unet:
+                parts["unet"] = self.inpainting_unet()
+            if key.controls:
+                from .kolors_controlnet import combined
+
+                # Built for each run, not kept: a ControlNet released under the budget must not stay referenced.
+                parts["controlnet"] = combined(self.controlnets.get(key.controls, self.plan.dtype, self._addon_device(),
+                                                                    memory.addon_budget_bytes(self.plan)))
+                memory.learn_sizes(controlnet=max(self.controlnets.sizes().values()))
+                pipe = cls.from_pipe(base, **parts)
+                self._pipes.pop(key, None)
+            else:
+                self._pipes[key] = cls.from_pipe(base, **parts)
+        pipe = self._pipes.get(key) or pipe
         self._use_ip_adapter(key.reference)
         self._apply_offload(pipe)
         return pipe
+
+    def _set_status(self, text: str) -> None:
+        self.status = text
+
+    def _addon_device(self) -> str | None:
+        """Where add-on weights go when loaded: the plan's device without offload; the hooks move them otherwise."""
+        return self.plan.device if self.plan.offload == "none" else None
+
+    def inpainting_unet(self):
+        """Kolors-Inpainting's 9-channel U-Net, loaded once; its text encoder, VAE and scheduler are never read."""
+        if self._inpainting_unet is None:
+            from diffusers import UNet2DConditionModel
+
+            source = addon_source(self.settings, INPAINTING_REPO)
+            if downloads.is_hub_repo(source):
+                source = str(downloads.fetch_files(source, PATTERNS["inpainting"], on_progress=self._progress(source)))
+            self.status = f"loading the inpainting U-Net from {source}"
+            variant = "fp16" if downloads.has_variant(Path(source), "fp16") else None
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant,
+                                                        torch_dtype=self.plan.dtype).eval()
+            if self._addon_device() is not None:
+                unet.to(self._addon_device())
+            memory.learn_sizes(inpainting_unet=sum(t.numel() * t.element_size() for t in unet.parameters()))
+            self._inpainting_unet = unet
+            self.status = self.plan.describe()
+        return self._inpainting_unet
 
     def _apply_offload(self, pipe) -> None:
         # Offload hooks live on the shared modules, so they are re-attached when another pipeline runs.

@@ -311,7 +311,8 @@ def build_ip_adapter_repo(path, size: str = "tiny") -> Path:
 
 def _build_version() -> str:
     """Changes with this file, the corpus and the libraries that write the files, so no stale build is reused."""
-    digest = hashlib.sha256(Path(__file__).read_bytes() + CORPUS_PATH.read_bytes())
+    addons = Path(__file__).with_name("tiny_addons.py")
+    digest = hashlib.sha256(Path(__file__).read_bytes() + addons.read_bytes() + CORPUS_PATH.read_bytes())
     digest.update(f"{diffusers.__version__} {transformers.__version__} {torch.__version__}".encode())
     return digest.hexdigest()[:12]
 
@@ -328,6 +329,9 @@ def tiny_model_dir(size: str = "tiny") -> Path:
     try:
         build_kolors_repo(staging / KOLORS_REPO, size)
         build_ip_adapter_repo(staging / IP_ADAPTER_REPO, size)
+        from .tiny_addons import build_addon_repos
+
+        build_addon_repos(staging, _unet_config(_preset(size)), KOLORS_REPO)
         try:
             os.rename(staging, target)
         except OSError:
@@ -340,13 +344,21 @@ def tiny_model_dir(size: str = "tiny") -> Path:
 
 
 def install_into_hf_cache(cache_dir, size: str = "tiny") -> dict:
-    """Install both tiny repos into a Hugging Face hub cache; return {repo_id: snapshot folder}."""
+    """Install every tiny repo (model, IP-Adapter, Control add-ons) into a Hugging Face hub cache.
+
+    Returns {repo_id: snapshot folder}.
+    """
+    from .tiny_addons import ADDON_REPOS
+
     source, cache_dir = tiny_model_dir(size), Path(cache_dir)
     ip_adapter_refs = ["main", IP_ADAPTER_REVISION]
-    return {
+    installed = {
         KOLORS_REPO: _install_repo(cache_dir, KOLORS_REPO, source / KOLORS_REPO, ["main"]),
         IP_ADAPTER_REPO: _install_repo(cache_dir, IP_ADAPTER_REPO, source / IP_ADAPTER_REPO, ip_adapter_refs),
     }
+    for repo in ADDON_REPOS:
+        installed[repo] = _install_repo(cache_dir, repo, source / repo, ["main"])
+    return installed
 
 
 def _git_blob_sha1(data: bytes) -> str:

@@ -25,11 +25,16 @@ PATH_LIKE = re.compile(r"(?:/[\w.\-]+){2,}")
 TRACEBACK_MARKS = ("Traceback", 'File "', "line ")
 
 
+# Three ControlNet units, all off: control_type, control_image, control_preprocess, control_scale, control_start,
+# control_end (and the same with _2, _3). gradio_client fills them in itself; a raw request must send them.
+NO_CONTROL = ["none", None, True, 0.7, 0.0, 0.9] * 3
+
+
 def small(**changes) -> list:
-    """The small text-to-image arguments with some fields changed."""
+    """The small text-to-image arguments with some fields changed (the control units off)."""
     values = dict(zip(FIELDS, SMALL))
     values.update(changes)
-    return [values[name] for name in FIELDS]
+    return [values[name] for name in FIELDS] + NO_CONTROL
 
 
 def assert_short_public_message(message: str) -> None:

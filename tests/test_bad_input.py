@@ -12,7 +12,7 @@ import httpx
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from gradio_http import ROOT, SMALL, small
+from gradio_http import NO_CONTROL, ROOT, SMALL, small
 from image_bytes import RED, encoded, png_bomb
 from PIL import Image
 
@@ -136,10 +136,10 @@ def test_data_urls_are_size_checked_before_decoding(raw):
     cases = [(svg, "SVG"), ("data:text/html,<script>alert(1)</script>", "data:image/"),
              ("data:image/png;base64,not base64!", "base64")]
     for url, words in cases:
-        error = raw.error_of("image_to_image", [*SMALL, {"path": None, "url": url}, 0.7])
+        error = raw.error_of("image_to_image", [*SMALL, {"path": None, "url": url}, 0.7, *NO_CONTROL])
         assert error.startswith("image:") and words in error, error
     small_png = "data:image/png;base64," + base64.b64encode(encoded(RED, "PNG")).decode()
-    done = raw.queued("image_to_image", [*SMALL, {"path": None, "url": small_png}, 0.7])
+    done = raw.queued("image_to_image", [*SMALL, {"path": None, "url": small_png}, 0.7, *NO_CONTROL])
     assert done["success"], done
 
 
@@ -158,7 +158,7 @@ def test_paths_and_urls_instead_of_uploads_never_reach_a_file(raw, live_app, cli
                         (f"{upload_dir}/../../../../etc/hostname", "outside"),
                         (f"http://127.0.0.1:{port}/config", "URL"), ("http://169.254.169.254/latest/", "URL"),
                         ("file:///etc/passwd", "URL")]:
-        error = raw.error_of("image_to_image", [*SMALL, {"path": path}, 0.7])
+        error = raw.error_of("image_to_image", [*SMALL, {"path": path}, 0.7, *NO_CONTROL])
         assert error.startswith("image:") and words in error, (path, error)
     # With the marker, gradio itself refuses paths it did not receive as uploads, and URLs of private,
     # loopback and link-local hosts (its SSRF guard), before the app sees them: an error without details.
@@ -166,7 +166,7 @@ def test_paths_and_urls_instead_of_uploads_never_reach_a_file(raw, live_app, cli
     for path in ["/etc/passwd", str(ROOT / "app.py"), f"http://127.0.0.1:{port}/config",
                  f"http://localhost:{port}/config", "http://[::1]/x.png", "http://10.0.0.1/x.png",
                  "http://169.254.169.254/latest/meta-data/"]:
-        message = raw.queued("image_to_image", [*SMALL, {"path": path, "meta": marker}, 0.7])
+        message = raw.queued("image_to_image", [*SMALL, {"path": path, "meta": marker}, 0.7, *NO_CONTROL])
         assert message["success"] is False, (path, message)
         assert message["output"].get("error") is None, (path, message)
     assert client.predict(*small(seed=12), api_name="/text_to_image")[1]["images"][0]["seed"] == 12

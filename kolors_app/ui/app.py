@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..images import resolve_allowed_path, size_for
 from ..metadata import clean_parameters
-from ..params import ValidationError
+from ..params import ValidationError, images_needed
 from ..schedulers import SCHEDULER_NAMES
 from .creative import creative_tab
 from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
@@ -59,13 +59,21 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
     if parameters.get("scheduler") not in (None, *SCHEDULER_NAMES):
         parameters.pop("scheduler")
     parameters = {name: value for name, value in parameters.items() if name not in keep}
-    tab = tabs[parameters.get("mode", "text_to_image")]
+    mode = parameters.get("mode", "text_to_image")
+    if mode not in tabs:
+        # Inpainting and ControlNet run through the API in this version; the page has no tab for them yet.
+        raise ValidationError("mode", f"{mode} has no tab on this page; run these settings through the API")
+    tab = tabs[mode]
     updates = control_updates(tab.controls, parameters)
     for name, slider in tab.sliders.items():
         if parameters.get(name) is not None:
             updates[slider] = parameters[name]
     updates = {component: clamped(component, value) for component, value in updates.items()}
     updates[tabs_box] = gr.Tabs(selected=tab.mode)
+    needed = images_needed(parameters)
+    if needed:
+        # Images are never stored in the parameters: say which ones the restored settings still need.
+        gr.Info(as_text(f"Give these images again: {', '.join(needed)}"), title="Images")
     return updates
 
 

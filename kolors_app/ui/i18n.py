@@ -71,6 +71,16 @@ STRINGS = {
         "category": "Category",
         "example_prompt": "Prompt",
         "example_negative": "Negative prompt",
+        # --- Control (issue 11) ---
+        "controlnet": "ControlNet", "control_unit": "Unit", "control_image": "Control image (a photo, or a map)",
+        "control_type": "Type", "control_preprocess": "Make the map from the image (off: the image is the map)",
+        "control_scale": "Conditioning scale", "control_start": "Start (fraction of steps)",
+        "control_end": "End (fraction of steps)", "inpaint": "Inpaint", "inpaint_image": "Image",
+        "inpaint_paint": "Paint the mask (white = repaint)", "inpaint_mask": "Mask (white = repaint)",
+        "mask_blur": "Mask blur (px)", "inpaint_area": "Inpaint area", "inpaint_padding": "Padding around the mask (px)",
+        "keep_unmasked": "Keep pixels outside the mask exactly", "inpaint_model": "U-Net",
+        "outpaint": "Outpaint: extend the canvas (px)", "outpaint_left": "Left", "outpaint_right": "Right",
+        "outpaint_up": "Up", "outpaint_down": "Down", "give_again": "Give these images again",
     },
     "zh": {
         "title": "可图工作室",
@@ -136,6 +146,15 @@ STRINGS = {
         "category": "类别",
         "example_prompt": "提示词",
         "example_negative": "反向提示词",
+        # --- Control (issue 11) ---
+        "controlnet": "ControlNet 控制", "control_unit": "单元", "control_image": "控制图（照片或已做好的图）",
+        "control_type": "类型", "control_preprocess": "由图像生成控制图（关闭：图像本身即控制图）",
+        "control_scale": "控制强度", "control_start": "开始（步数比例）", "control_end": "结束（步数比例）",
+        "inpaint": "局部重绘", "inpaint_image": "图像", "inpaint_paint": "绘制蒙版（白色 = 重绘）",
+        "inpaint_mask": "蒙版（白色 = 重绘）", "mask_blur": "蒙版模糊（像素）", "inpaint_area": "重绘区域",
+        "inpaint_padding": "蒙版周围留白（像素）", "keep_unmasked": "蒙版外的像素保持不变",
+        "inpaint_model": "U-Net", "outpaint": "扩图：扩展画布（像素）", "outpaint_left": "左",
+        "outpaint_right": "右", "outpaint_up": "上", "outpaint_down": "下", "give_again": "请重新提供这些图像",
     },
 }
 
@@ -162,6 +181,7 @@ MESSAGES = {
         "image_required": "{field}: an image is required.",
         "seed_set": "Seed set to {seed}.",
         "caption_seed": "seed {seed}",
+        "caption_control_map": "control map {index} ({type})",
         "caption_preview": "preview, step {step}",
         "caption_stopped": "stopped at step {step}/{total}",
         "stopped": "Stopped at step {step} of {total}; the last preview is kept.",
@@ -193,6 +213,7 @@ MESSAGES = {
         "image_required": "{field}：需要一张图片。",
         "seed_set": "种子已设为 {seed}。",
         "caption_seed": "种子 {seed}",
+        "caption_control_map": "控制图 {index}（{type}）",
         "caption_preview": "预览，第 {step} 步",
         "caption_stopped": "停止于第 {step}/{total} 步",
         "stopped": "已在第 {step}/{total} 步停止，保留了最后的预览。",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import itertools
 import logging
 import queue
@@ -321,6 +322,13 @@ def download_name(number: int, parameters: dict) -> str:
     return "-".join(parts + ([words] if words else [])) + ".png"
 
 
+def map_png(image) -> bytes:
+    """A control map as a plain PNG (no parameters: it is an input, not a result)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") -> tuple:
     """Gallery items (PNG files, each encoded once) and the JSON result; the outputs copy is queued, not waited for."""
     if result.stopped:
@@ -339,6 +347,10 @@ def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") ->
         gallery.append((write_served_png(data, folder, name), tr(lang, "caption_seed", seed=item.seed)))
         if saving:
             ctx.saver.save(item.parameters, data)
+    # The maps the control units were given come after the images, to see, download or feed back as a map.
+    for index, (made, unit) in enumerate(zip(result.control_maps, result.request.controls)):
+        path = write_served_png(map_png(made), folder, f"control-map-{index + 1}-{unit.type}.png")
+        gallery.append((path, tr(lang, "caption_control_map", index=index + 1, type=unit.type)))
     summary = {"images": [item.parameters for item in result.images], "warnings": warnings,
                "seconds": round(result.seconds, 3)}
     return gallery, summary
