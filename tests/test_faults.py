@@ -133,7 +133,8 @@ def assert_stops_within_a_step(ends: list, set_at: list, lock, asked: float) -> 
           f"{freed - set_at[0]:.2f} s after the flag; {len(after)} step end(s) after it")
     assert set_at[0] - asked < 3, "gradio took over 3 s to close the cancelled run"
     # The step in progress ends, its callback sees the flag and ends the run: no further step starts.
-    assert len(after) <= 1 and freed - set_at[0] < step + 1.0, (step, after)
+    # The stopped run still hands back its last preview (issue 9), which takes a moment after the flag.
+    assert len(after) <= 1 and freed - set_at[0] < step + 2.0, (step, after)
 
 
 def test_stop_button_frees_the_worker_within_a_step(served, monkeypatch):

@@ -1,6 +1,7 @@
 """The MCP server (`--mcp`) through the `mcp` client library: tools listed with docs, an image made, a bad value."""
 
 import asyncio
+import concurrent.futures
 import base64
 import dataclasses
 import io
@@ -39,7 +40,9 @@ def session_call(url: str, action):
                 await session.initialize()
                 return await action(session)
 
-    return asyncio.run(run())
+    # In its own thread: an earlier test (playwright's sync API) may leave an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def test_tools_are_the_generate_actions_with_docs_for_agents(mcp_url):

@@ -82,7 +82,8 @@ def test_cache_has_the_real_layout(hf_cache):
     scan = scan_cache_dir(hf_cache)
     assert not scan.warnings
     refs = {repo.repo_id: {ref for revision in repo.revisions for ref in revision.refs} for repo in scan.repos}
-    assert refs == {KOLORS_REPO: {"main"}, IP_ADAPTER_REPO: {"main", IP_ADAPTER_REVISION}}
+    # Add-on repos (ControlNets, LoRAs) are installed into the same cache by the tests that use them.
+    assert (refs[KOLORS_REPO], refs[IP_ADAPTER_REPO]) == ({"main"}, {"main", IP_ADAPTER_REVISION})
 
 
 def test_install_is_idempotent(hf_cache):
