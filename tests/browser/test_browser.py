@@ -255,10 +255,12 @@ def test_history_keeps_full_images_in_this_browser(page, tmp_path):
     document = json.loads(exported.read_text())
     assert document["format"] == "kolors-studio-history" and len(document["entries"]) == 3
     assert document["entries"][0]["image"].startswith("data:image/png;base64,")
-    page.once("dialog", lambda dialog: dialog.dismiss())
+    # One listener for both dialogs: with page.once, playwright drops its dialog subscription after
+    # the first one and the browser may dismiss the second on its own before it is re-registered.
+    answers = [False, True]
+    page.on("dialog", lambda dialog: dialog.accept() if answers.pop(0) else dialog.dismiss())
     page.locator("#history-clear").click()
     expect(cards).to_have_count(3)  # not confirmed: nothing deleted
-    page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#history-clear").click()
     expect(cards).to_have_count(0)
     expect(toast(page, "History cleared.")).to_be_visible()
