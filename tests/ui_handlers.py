@@ -9,10 +9,14 @@ from PIL import Image
 SMALL = dict(width=256, height=256, guidance_scale=5.0, scheduler="Euler")
 REQUEST_PARAMETERS = ["prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance_scale",
                       "scheduler", "seed", "num_images"]
+# The creative accordion's parameters come last (ui/creative.py); image-to-image has no hires fix.
+CREATIVE_PARAMETERS = ["styles", "hires_fix", "hires_upscaler", "hires_upscale", "hires_steps",
+                       "hires_denoising_strength"]
 ENDPOINTS = {
-    "text_to_image": REQUEST_PARAMETERS,
-    "image_to_image": REQUEST_PARAMETERS + ["image", "strength"],
-    "ip_adapter": REQUEST_PARAMETERS + ["ip_adapter_image", "ip_adapter_scale", "image", "strength"],
+    "text_to_image": REQUEST_PARAMETERS + CREATIVE_PARAMETERS,
+    "image_to_image": REQUEST_PARAMETERS + ["image", "strength", "styles"],
+    "ip_adapter": REQUEST_PARAMETERS + ["ip_adapter_image", "ip_adapter_scale", "image", "strength"]
+    + CREATIVE_PARAMETERS,
 }
 
 

@@ -11,7 +11,7 @@ from ..images import resolve_allowed_path, size_for
 from ..metadata import clean_parameters
 from ..params import ValidationError, images_needed
 from ..schedulers import SCHEDULER_NAMES
-from .creative import creative_tab
+from .creative import creative_tab, restore_part
 from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
 from .history_tab import history_tab
@@ -68,6 +68,10 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
     for name, slider in tab.sliders.items():
         if parameters.get(name) is not None:
             updates[slider] = parameters[name]
+    creative_updates, lora_notes = restore_part(tab.creative, tab.controls.prompt, parameters)
+    updates.update(creative_updates)
+    if lora_notes:
+        gr.Warning(as_text("; ".join(lora_notes)), title="LoRA")
     updates = {component: clamped(component, value) for component, value in updates.items()}
     updates[tabs_box] = gr.Tabs(selected=tab.mode)
     needed = images_needed(parameters)
@@ -83,6 +87,7 @@ def restore_outputs(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs) -> list:
     for tab in tabs.values():
         c = tab.controls
         outputs += c.request_inputs() + [c.aspect, c.scheduler_state] + list(tab.sliders.values())
+        outputs += tab.creative.inputs if tab.creative is not None else []
     return outputs
 
 

@@ -18,6 +18,7 @@ from ..images import header_size, load_image, size_for
 from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .api_endpoints import wire_program_endpoint
+from .creative import creative_accordion, with_creative_part
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
 from .runner import AppContext, Frame, as_text, finish, progress_line, run_frames, run_request, session_of
@@ -45,6 +46,7 @@ class GenerationTab:
     options: dict[str, gr.components.Component] = field(default_factory=dict)
     examples: gr.Dataset | None = None
     handler: object = None  # the request as a generator of (gallery, result), for tests and benches
+    creative: object = None  # the LoRA, styles and hires-fix accordion (ui/creative.py)
 
 
 def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool, lang: str = "en"):
@@ -187,12 +189,17 @@ def snap_request_sizes(ctx: AppContext, width, height, lang: str) -> tuple:
 def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inputs: list,
           page_inputs: list | None = None) -> None:
     c = tab.controls
+    # The creative accordion (ui/creative.py): its values go after every other input and reach the run as its part.
+    tab.creative = creative_accordion(ctx, tab.mode, c, with_hires=tab.mode != "image_to_image")
+    creative_inputs = tab.creative.inputs
+    handler, page_handler = with_creative_part(handler, tab.creative), with_creative_part(page_handler, tab.creative)
     tab.handler = handler
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
     # Programs call `/<mode>` (api_endpoints.py): finished PNGs, no per-step traffic.
-    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs, [c.gallery, c.result],
-                          lambda name, value, required: _image(ctx, name, value, required))
+    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs + creative_inputs, [c.gallery, c.result],
+                          lambda name, value, required: _image(ctx, name, value, required),
+                          wrap=lambda fn: with_creative_part(fn, tab.creative))
 
     def prepare(request: gr.Request = None):
         # Stop works from the click on, also while the run waits for its turn in the queue.
@@ -201,7 +208,7 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
 
     outputs = [c.gallery, c.result, c.progress, c.infotext, c.selected, c.selected_index]
     run = (c.generate.click(prepare, None, c.stop, queue=False, api_visibility="private")
-           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []), outputs,
+           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []) + creative_inputs, outputs,
                  api_name=f"{tab.mode}_live", api_visibility="undocumented", concurrency_id=GPU_QUEUE,
                  concurrency_limit=1, preprocess=False, show_progress="hidden"))
     run.then(lambda: gr.Button(interactive=False), None, c.stop, queue=False, api_visibility="private")
