@@ -146,3 +146,11 @@ def test_the_program_endpoint_takes_styles_and_hires_fields(lora_app):
     assert Image.open(gallery[0][0]).size == (320, 320)
     with pytest.raises(gr.Error, match="hires"):
         asyncio.run(endpoint("a boat", None, 256, 256, 2, 5.0, "Euler", 4, 1, [], True, "Lanczos", 9.0, 3, 0.4))
+
+
+def test_a_plot_over_the_work_budget_is_refused_naming_the_axis(built):
+    app, _ = built
+    plot = handler(app, "creative-run-plot", "click")
+    big = ("a fox", "", [], 0.8, [], 1, 100, 5.0, "Euler", 1024, 1024)
+    with pytest.raises(gr.Error, match="x_values: 32x1x1 = 32 cells are 3,200 megapixel-steps together"):
+        plot(*big, *NO_HIRES, "seed", "1-32", "none", "", "none", "", request=None, progress=FakeProgress())

@@ -13,6 +13,7 @@ from ..creative import final_prompts, tools_for
 from ..hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
 from ..lora import restore_loras, split_lora_tags
 from ..generation import RunControl
+from ..quotas import resolve
 from ..params import GenerationRequest, ValidationError, request_from_dict, validate
 from ..schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from ..upscalers import LATENT
@@ -152,7 +153,7 @@ def creative_tab(ctx: AppContext) -> dict:
             base = validate(_request(*base_values), ctx.settings.limits)
             axes = [xyz.Axis(kind, xyz.parse_values(kind, text, letter)) if kind != "none" else None
                     for letter, kind, text in zip("xyz", axis_values[::2], axis_values[1::2])]
-            cells = xyz.plan_cells(base.to_dict(), axes)
+            cells = xyz.plan_cells(base.to_dict(), axes, resolve(ctx.settings).max_work)
         except ValidationError as error:
             raise gr.Error(as_text(str(error)), title="Invalid input") from None
         flag = ctx.runs.start(session_of(request))
