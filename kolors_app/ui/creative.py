@@ -203,10 +203,10 @@ def creative_tab(ctx: AppContext) -> dict:
 CREATIVE_STRINGS = {
     "en": {"creative_tools": "LoRA, styles, hires fix", "lora_add": "Add a LoRA (type to search)",
            "lora_add_weight": "Weight of the next LoRA",
-           "lora_hint": "A LoRA goes into the prompt as <lora:name:weight>; edit the weight there, several at once."},
+           "lora_hint": "A LoRA goes into the prompt as `<lora:name:weight>`; edit the weight there, several at once."},
     "zh": {"creative_tools": "LoRA、风格、高清修复", "lora_add": "添加 LoRA（输入以搜索）",
            "lora_add_weight": "下一个 LoRA 的权重",
-           "lora_hint": "LoRA 以 <lora:名称:权重> 写入提示词；可在提示词中修改权重，可同时使用多个。"},
+           "lora_hint": "LoRA 以 `<lora:名称:权重>` 写入提示词；可在提示词中修改权重，可同时使用多个。"},
 }
 for _language, _strings in CREATIVE_STRINGS.items():
     i18n.translations.setdefault(_language, {}).update(_strings)
