@@ -26,8 +26,9 @@ TRACEBACK_MARKS = ("Traceback", 'File "', "line ")
 
 
 # Three ControlNet units, all off: control_type, control_image, control_preprocess, control_scale, control_start,
-# control_end (and the same with _2, _3). gradio_client fills them in itself; a raw request must send them.
-NO_CONTROL = ["none", None, True, 0.7, 0.0, 0.9] * 3
+# control_end, control_low_threshold, control_high_threshold (and the same with _2, _3). gradio_client fills them
+# in itself; a raw request must send them.
+NO_CONTROL = ["none", None, True, 0.7, 0.0, 0.9, 100, 200] * 3
 
 
 def small(**changes) -> list:

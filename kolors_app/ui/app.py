@@ -15,6 +15,7 @@ from .creative import creative_tab
 from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
 from .history_tab import history_tab
+from .inpaint_tab import inpaint_tab
 from .i18n import i18n, language, name_of, status_text, tr
 from .png_info_tab import png_info_tab
 from .runner import AppContext, as_text
@@ -39,6 +40,8 @@ def clamped(component, value):
         low = component.minimum if component.minimum is not None else value
         high = component.maximum if component.maximum is not None else value
         return min(max(value, low), high)
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and value not in [choice for _, choice in component.choices]:
+        return SKIP  # a value from a file that the control does not offer
     return value
 
 
@@ -50,7 +53,8 @@ def unchanged(tabs_box: gr.Tabs) -> dict:
     return {tabs_box: SKIP}
 
 
-def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameters, keep: tuple = ()) -> dict:
+def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameters, keep: tuple = (),
+                    lang: str | None = "en") -> dict:
     """Updates that put saved parameters into the tab of their mode and show that tab.
 
     Raises ValidationError for parameters that are not ours; `keep` names fields left as they are.
@@ -61,19 +65,21 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
     parameters = {name: value for name, value in parameters.items() if name not in keep}
     mode = parameters.get("mode", "text_to_image")
     if mode not in tabs:
-        # Inpainting and ControlNet run through the API in this version; the page has no tab for them yet.
-        raise ValidationError("mode", f"{mode} has no tab on this page; run these settings through the API")
+        raise ValidationError("mode", f"{mode} has no tab on this page")
     tab = tabs[mode]
     updates = control_updates(tab.controls, parameters)
-    for name, slider in tab.sliders.items():
+    for name, component in {**tab.sliders, **tab.restored}.items():
         if parameters.get(name) is not None:
-            updates[slider] = parameters[name]
+            updates[component] = parameters[name]
+        elif name in tab.restored and name not in keep:
+            updates[component] = component.value  # a unit or side the saved run did not use goes back to off
     updates = {component: clamped(component, value) for component, value in updates.items()}
     updates[tabs_box] = gr.Tabs(selected=tab.mode)
-    needed = images_needed(parameters)
-    if needed:
+    needed = [name for name in images_needed(parameters) if name in tab.images]
+    if needed and lang is not None:
         # Images are never stored in the parameters: say which ones the restored settings still need.
-        gr.Info(as_text(f"Give these images again: {', '.join(needed)}"), title="Images")
+        names = ", ".join(name_of(lang, name) for name in needed)
+        gr.Info(as_text(tr(lang, "give_again", names=names)), title=tr(lang, "title_images"))
     return updates
 
 
@@ -82,7 +88,8 @@ def restore_outputs(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs) -> list:
     outputs = [tabs_box]
     for tab in tabs.values():
         c = tab.controls
-        outputs += c.request_inputs() + [c.aspect, c.scheduler_state] + list(tab.sliders.values())
+        outputs += (c.request_inputs() + [c.aspect, c.scheduler_state] + list(tab.sliders.values())
+                    + list(tab.restored.values()))
     return outputs
 
 
@@ -103,7 +110,7 @@ def restore_message(tabs, tabs_box, parameters, request, keep: tuple = ()) -> di
         gr.Warning(tr(lang, "nothing_to_restore"), title=tr(lang, "title_nothing_selected"))
         return unchanged(tabs_box)
     try:
-        updates = restore_updates(tabs, tabs_box, parameters, keep)
+        updates = restore_updates(tabs, tabs_box, parameters, keep, lang)
     except ValidationError as error:
         gr.Warning(as_text(str(error)), title=tr(lang, "title_invalid_parameters"))
         return unchanged(tabs_box)
@@ -228,6 +235,8 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 i2i = image_to_image_tab(ctx)
             with gr.Tab(i18n("ip_adapter"), id="ip_adapter"):
                 ipa = ip_adapter_tab(ctx)
+            with gr.Tab(i18n("inpaint"), id="inpaint"):
+                inp = inpaint_tab(ctx)
             with gr.Tab(i18n("history"), id="history"):
                 history = history_tab()
             with gr.Tab(i18n("png_info"), id="png_info"):
@@ -235,7 +244,7 @@ def create_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab(i18n("creative"), id="creative"):
                 creative_tab(ctx)  # LoRAs, styles, hires fix, X/Y/Z plot, Upscale (kolors_app/ui/creative.py)
         settings_text = gr.Textbox(visible=False)
-        tabs = {tab.mode: tab for tab in (t2i, i2i, ipa)}
+        tabs = {tab.mode: tab for tab in (t2i, i2i, ipa, inp)}
         outputs = restore_outputs(tabs, tabs_box)
         limits = ctx.settings.limits
 

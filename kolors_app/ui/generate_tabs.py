@@ -18,6 +18,7 @@ from ..images import header_size, load_image, size_for
 from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .api_endpoints import wire_program_endpoint
+from .control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
 from .runner import AppContext, Frame, as_text, finish, progress_line, run_frames, run_request, session_of
@@ -45,6 +46,14 @@ class GenerationTab:
     options: dict[str, gr.components.Component] = field(default_factory=dict)
     examples: gr.Dataset | None = None
     handler: object = None  # the request as a generator of (gallery, result), for tests and benches
+    units: ControlUnitsBox | None = None  # the ControlNet accordion
+    # Restored from saved parameters but not remembered between visits (a unit's type needs its image again).
+    restored: dict[str, gr.components.Component] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.units is not None:
+            self.restored = {**self.units.restorable(), **self.restored}
+            self.images = {**self.images, **self.units.images()}
 
 
 def _image(ctx: AppContext, name: str, value: str | dict | None, required: bool, lang: str = "en"):
@@ -184,14 +193,22 @@ def snap_request_sizes(ctx: AppContext, width, height, lang: str) -> tuple:
     return tuple(sizes)
 
 
+def control_units_of(ctx: AppContext, values: dict, lang: str) -> list:
+    """The ControlNet units of a run, their images opened (or refused naming the field)."""
+    return units_from(values, lambda name, value, required: _image(ctx, name, value, required, lang))
+
+
 def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inputs: list,
           page_inputs: list | None = None) -> None:
+    """Wire a tab's handlers; both take the control_* parameters after their own (control_units.py)."""
     c = tab.controls
-    tab.handler = handler
+    tab.handler = with_control_parameters(handler)
+    page_handler = with_control_parameters(page_handler)
+    units = tab.units.input_list() if tab.units is not None else []
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
     # Programs call `/<mode>` (api_endpoints.py): finished PNGs, no per-step traffic.
-    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs, [c.gallery, c.result],
+    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs + units, [c.gallery, c.result],
                           lambda name, value, required: _image(ctx, name, value, required))
 
     def prepare(request: gr.Request = None):
@@ -201,7 +218,7 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
 
     outputs = [c.gallery, c.result, c.progress, c.infotext, c.selected, c.selected_index]
     run = (c.generate.click(prepare, None, c.stop, queue=False, api_visibility="private")
-           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []), outputs,
+           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []) + units, outputs,
                  api_name=f"{tab.mode}_live", api_visibility="undocumented", concurrency_id=GPU_QUEUE,
                  concurrency_limit=1, preprocess=False, show_progress="hidden"))
     run.then(lambda: gr.Button(interactive=False), None, c.stop, queue=False, api_visibility="private")
@@ -217,23 +234,25 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
 
 def text_to_image_tab(ctx: AppContext) -> GenerationTab:
     """Text to image."""
-    controls, _extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
-    tab = GenerationTab("text_to_image", controls)
+    controls, extra = build_controls("text_to_image", ctx.settings.limits, steps=50, guidance=5.0)
+    with extra:
+        units = control_accordion(ctx, "text_to_image")
+    tab = GenerationTab("text_to_image", controls, units=units)
     tab.examples = _examples(controls, "text_to_image")
 
     def text_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
-                      seed, num_images, request: gr.Request, progress=gr.Progress()):
+                      seed, num_images, request: gr.Request, progress=gr.Progress(), control_values=None):
         """Generate images from a prompt; returns the PNGs and their parameters with concrete seeds."""
         yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images), request, progress)
+            num_images, controls=control_units_of(ctx, control_values, language(request))), request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, request: gr.Request = None):
+             num_images, request: gr.Request = None, control_values=None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             return GenerationRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
-                                     scheduler, seed, num_images)
+                                     scheduler, seed, num_images, controls=control_units_of(ctx, control_values, lang))
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, text_to_image, page, [])
@@ -251,30 +270,35 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
                                  elem_id="image_to_image-strength")
             resize_mode = gr.Radio([(i18n(f"resize_{mode}"), mode) for mode in RESIZE_MODES], value="crop",
                                    label=i18n("resize_mode"), elem_id="image_to_image-resize")
+        units = control_accordion(ctx, "image_to_image")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength},
-                        options={"resize_mode": resize_mode})
+                        options={"resize_mode": resize_mode}, units=units)
     image.upload(lambda path: size_of_upload(path, ctx.settings.limits), image,
                  [controls.width, controls.height, controls.aspect], queue=False, api_visibility="private",
                  api_name="size_of_upload")
     tab.examples = _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
-                       seed, num_images, image, strength, request: gr.Request, progress=gr.Progress()):
+                       seed, num_images, image, strength, request: gr.Request, progress=gr.Progress(),
+                       control_values=None):
         """Repaint an image guided by a prompt; `strength` 0..1 says how much changes."""
-        init = _image(ctx, "image", image, required=True, lang=language(request))
+        lang = language(request)
+        init = _image(ctx, "image", image, required=True, lang=lang)
         yield from run_request(ctx, GenerationRequest(
             prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-            num_images, init=InitImage(init, strength)), request, progress)
+            num_images, init=InitImage(init, strength), controls=control_units_of(ctx, control_values, lang)),
+            request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, image, strength, resize, request: gr.Request = None):
+             num_images, image, strength, resize, request: gr.Request = None, control_values=None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             init = _image(ctx, "image", image, required=True, lang=lang)
             if isinstance(w, int) and isinstance(h, int):
                 init = resized(init, w, h, resize if resize in RESIZE_MODES else "crop")
             return GenerationRequest(prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
-                                     scheduler, seed, num_images, init=InitImage(init, strength))
+                                     scheduler, seed, num_images, init=InitImage(init, strength),
+                                     controls=control_units_of(ctx, control_values, lang))
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, image_to_image, page, [image, strength], [resize_mode])
@@ -283,13 +307,13 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
 
 def ip_request(ctx: AppContext, lang: str, prompt, negative_prompt, width, height, num_inference_steps,
                guidance_scale, scheduler, seed, num_images, ip_adapter_image, ip_adapter_scale, image,
-               strength) -> GenerationRequest:
+               strength, control_values=None) -> GenerationRequest:
     """An IP-Adapter request: the reference image, and an optional init image."""
     reference = Reference(_image(ctx, "ip_adapter_image", ip_adapter_image, True, lang), ip_adapter_scale)
     init = _image(ctx, "image", image, False, lang)
     return GenerationRequest(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
                              seed, num_images, init=InitImage(init, strength) if init is not None else None,
-                             reference=reference)
+                             reference=reference, controls=control_units_of(ctx, control_values, lang))
 
 
 def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
@@ -308,25 +332,29 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
             # Strength only means something with an init image.
             strength = gr.Slider(0.01, 1.0, value=0.7, step=0.01, label=i18n("strength"), interactive=False,
                                  elem_id="ip_adapter-strength")
+        units = control_accordion(ctx, "ip_adapter")
     tab = GenerationTab("ip_adapter", controls, {"ip_adapter_image": reference, "image": init},
-                        {"ip_adapter_scale": scale, "strength": strength})
+                        {"ip_adapter_scale": scale, "strength": strength}, units=units)
     init.change(lambda value: gr.Slider(interactive=bool(value)), init, strength, queue=False,
                 show_progress="hidden", api_visibility="private")
 
     def ip_adapter(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
                    num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request,
-                   progress=gr.Progress()):
+                   progress=gr.Progress(), control_values=None):
         """Generate images that follow a reference image (IP-Adapter Plus); `image` is an optional init image."""
         yield from run_request(ctx, ip_request(ctx, language(request), prompt, negative_prompt, width, height,
                                                num_inference_steps, guidance_scale, scheduler, seed, num_images,
-                                               ip_adapter_image, ip_adapter_scale, image, strength), request, progress)
+                                               ip_adapter_image, ip_adapter_scale, image, strength, control_values),
+                               request, progress)
 
     def page(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,
-             num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request = None):
+             num_images, ip_adapter_image, ip_adapter_scale, image, strength, request: gr.Request = None,
+             control_values=None):
         def make(lang):
             w, h = snap_request_sizes(ctx, width, height, lang)
             return ip_request(ctx, lang, prompt, negative_prompt, w, h, num_inference_steps, guidance_scale,
-                              scheduler, seed, num_images, ip_adapter_image, ip_adapter_scale, image, strength)
+                              scheduler, seed, num_images, ip_adapter_image, ip_adapter_scale, image, strength,
+                              control_values)
         yield from page_run(ctx, make, request)
 
     _wire(ctx, tab, ip_adapter, page, [reference, scale, init, strength])

@@ -81,6 +81,18 @@ STRINGS = {
         "keep_unmasked": "Keep pixels outside the mask exactly", "inpaint_model": "U-Net",
         "outpaint": "Outpaint: extend the canvas (px)", "outpaint_left": "Left", "outpaint_right": "Right",
         "outpaint_up": "Up", "outpaint_down": "Down", "give_again": "Give these images again",
+        "control_help": "Up to three units at once (e.g. depth + pose). Each unit's map appears after the images; "
+                        "☑ make the map from a photo, or ☐ give a map you already have.",
+        "control_unit_1": "Unit 1", "control_unit_2": "Unit 2", "control_unit_3": "Unit 3",
+        "control_none": "None (off)", "control_depth": "Depth", "control_pose": "Pose (body)",
+        "control_map": "Map (what the ControlNet sees)", "control_low": "Canny low threshold",
+        "control_high": "Canny high threshold", "control_show_map": "Show the map",
+        "control_use_map": "Use the map as the image",
+        "inpaint_placeholder": "Upload an image above, then paint here where it should change",
+        "inpaint_help": "Paint with the brush where the picture should change (the eraser takes strokes back); "
+                        "a mask file, if given, is used instead.",
+        "area_whole": "Whole picture", "area_masked": "Only masked (full resolution)",
+        "model_inpainting": "Inpainting model", "model_base": "Base model",
     },
     "zh": {
         "title": "可图工作室",
@@ -155,6 +167,16 @@ STRINGS = {
         "inpaint_padding": "蒙版周围留白（像素）", "keep_unmasked": "蒙版外的像素保持不变",
         "inpaint_model": "U-Net", "outpaint": "扩图：扩展画布（像素）", "outpaint_left": "左",
         "outpaint_right": "右", "outpaint_up": "上", "outpaint_down": "下", "give_again": "请重新提供这些图像",
+        "control_help": "最多同时使用三个单元（例如深度 + 姿态）。每个单元的控制图显示在结果图片之后；"
+                        "☑ 由照片生成控制图，☐ 直接使用已有的控制图。",
+        "control_unit_1": "单元 1", "control_unit_2": "单元 2", "control_unit_3": "单元 3",
+        "control_none": "无（关闭）", "control_depth": "深度", "control_pose": "姿态（身体）",
+        "control_map": "控制图（ControlNet 看到的内容）", "control_low": "Canny 低阈值",
+        "control_high": "Canny 高阈值", "control_show_map": "显示控制图", "control_use_map": "把控制图用作图像",
+        "inpaint_placeholder": "先在上方上传图片，再在这里涂抹需要修改的地方",
+        "inpaint_help": "用画笔涂抹需要修改的地方（橡皮擦可擦除笔迹）；若提供了蒙版文件，则以蒙版文件为准。",
+        "area_whole": "整张图片", "area_masked": "仅蒙版区域（全分辨率）",
+        "model_inpainting": "重绘模型", "model_base": "基础模型",
     },
 }
 
@@ -194,6 +216,11 @@ MESSAGES = {
         "oom": "Out of GPU memory, even with the smallest memory plan: try a smaller size or fewer images.",
         "unavailable": "The model is not available on this server yet; its operator finds the details in the server log.",
         "status_model": "Model",
+        "title_images": "Images",
+        "give_again": "Give these images again: {names}.",
+        "control_choose_type": "choose canny, depth or pose first",
+        "control_no_map": "No map yet: click “Show the map” first.",
+        "control_map_used": "The map is now the unit's image, with “make the map” off.",
     },
     "zh": {
         "title_invalid_input": "输入无效",
@@ -226,14 +253,21 @@ MESSAGES = {
         "oom": "显存不足，已用最省显存的方案：请减小尺寸或张数。",
         "unavailable": "本服务器上的模型暂不可用；详情见服务器日志。",
         "status_model": "模型",
+        "title_images": "图片",
+        "give_again": "请重新提供这些图片：{names}。",
+        "control_choose_type": "请先选择 Canny、深度或姿态",
+        "control_no_map": "还没有控制图：请先点击“显示控制图”。",
+        "control_map_used": "控制图已用作该单元的图像，并关闭了“由图像生成控制图”。",
     },
 }
 # Field and tab names as the visitor sees them, for messages that name one.
 NAMES = {
     "en": {"width": "Width", "height": "Height", "text_to_image": "Text to image", "image_to_image": "Image to image",
-           "ip_adapter": "IP-Adapter", "image": "image", "ip_adapter_image": "ip_adapter_image"},
+           "ip_adapter": "IP-Adapter", "image": "image", "ip_adapter_image": "ip_adapter_image", "inpaint": "Inpaint"},
     "zh": {"width": "宽度", "height": "高度", "text_to_image": "文生图", "image_to_image": "图生图",
-           "ip_adapter": "参考图 IP-Adapter", "image": "初始图片", "ip_adapter_image": "参考图片"},
+           "ip_adapter": "参考图 IP-Adapter", "image": "初始图片", "ip_adapter_image": "参考图片",
+           "inpaint": "局部重绘", "mask": "蒙版", "control_image": "控制图（单元 1）",
+           "control_image_2": "控制图（单元 2）", "control_image_3": "控制图（单元 3）"},
 }
 # The manager's status line is technical; its plain words have a Chinese form.
 STATUS_ZH = [(re.compile(r"^not loaded"), "未加载"), (re.compile(r"^downloading "), "正在下载 "),
