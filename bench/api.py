@@ -42,7 +42,7 @@ def served(settings):
     app, _ctx = launch(dataclasses.replace(settings, port=port, outputs_dir=home / "outputs", save_outputs=True),
                        prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", app
     finally:
         app.close()
 
@@ -101,6 +101,12 @@ def bare_call(folder: Path, size: int):
     return call
 
 
+def page_defaults(app, endpoint: str) -> list:
+    """The page's own values for an event's inputs after the nine request settings (ControlNet units off...)."""
+    fn = next(fn for fn in app.fns.values() if fn.api_name == endpoint.lstrip("/"))
+    return [block.value for block in fn.inputs[9:]] if endpoint.endswith("_live") else []
+
+
 def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
     """Rounds of the bare diffusers call, /text_to_image (programs) and /text_to_image_live (the page's event).
 
@@ -112,13 +118,15 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
     from gradio_client import Client
 
     bare = bare_call(folder, size)
-    with served(settings) as url, timed_pipeline_calls() as spent:
-        client = Client(url, verbose=False)
+    with served(settings) as (url, app), timed_pipeline_calls() as spent:
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": 300})  # a busy machine answers slowly
+        rest = {endpoint: page_defaults(app, endpoint) for endpoint in ("/text_to_image", "/text_to_image_live")}
 
         def call(endpoint, prompt, seed):
             if endpoint == "bare":
                 return bare(prompt, seed)
-            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, api_name=endpoint)
+            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, *rest[endpoint],
+                                  api_name=endpoint)
 
         endpoints = {"bare": "bare", "api": "/text_to_image", "ui": "/text_to_image_live"}
         for name, endpoint in endpoints.items():  # warm-up: loading, first-call costs
