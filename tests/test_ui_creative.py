@@ -75,7 +75,7 @@ def lora_app(settings, hf_cache, upload_dir, tmp_path_factory):
 
 def test_every_generation_tab_has_the_accordion(lora_app):
     app, _ = lora_app
-    for mode in ("text_to_image", "image_to_image", "ip_adapter"):
+    for mode in ("text_to_image", "image_to_image", "ip_adapter", "inpaint"):
         assert "tiny-style" in [choice[1] for choice in component(app, f"{mode}-lora-pick").choices]
         assert "Ink wash / 水墨" in [choice[1] for choice in component(app, f"{mode}-styles").choices]
         component(app, f"{mode}-final-prompt")
@@ -83,7 +83,8 @@ def test_every_generation_tab_has_the_accordion(lora_app):
     slider = component(app, "ip_adapter-hires-upscale")
     assert (slider.minimum, slider.maximum) == (1.25, 2.0)
     # Image-to-image has no hires fix (the Upscale action repaints an existing image).
-    assert not [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "image_to_image-hires"]
+    for mode in ("image_to_image", "inpaint"):
+        assert not [b for b in app.blocks.values() if getattr(b, "elem_id", None) == f"{mode}-hires"]
 
 
 def test_picking_loras_writes_tags_with_their_weights(lora_app):
@@ -104,9 +105,8 @@ def test_styles_hires_and_loras_from_a_generation_tab_are_recorded_and_restored(
     app, _ = lora_app
     text_to_image = app.studio_tabs["text_to_image"].handler
     outputs = list(text_to_image("<lora:tiny-style:0.7> a red fox", "", 256, 256, 2, 5.0, "Euler", 3, 1,
-                                 styles=["Ink wash / 水墨"], hires_fix=True, hires_upscaler="Latent",
-                                 hires_upscale=1.5, hires_steps=2, hires_denoising_strength=0.5, request=None,
-                                 progress=None))
+                                 styles=["Ink wash / 水墨"], hires_fix=True, hires_upscaler="Latent", hires_upscale=1.5,
+                                 hires_steps=2, hires_denoising_strength=0.5, request=None, progress=None))
     gallery, result = final(outputs)
     saved = result["images"][0]
     assert Image.open(gallery[0][0]).size == (384, 384)
@@ -141,12 +141,20 @@ def test_the_program_endpoint_takes_styles_and_hires_fields(lora_app):
     endpoint = handler(app, "text_to_image-api", "click")
     assert "hires_denoising_strength" in inspect.signature(endpoint).parameters
     assert "hires_fix: true for A1111's hires fix" in endpoint.__doc__
+    hires = dict(hires_fix=True, hires_upscaler="Lanczos", hires_upscale=1.25, hires_steps=3,
+                 hires_denoising_strength=0.4)
     gallery, result = asyncio.run(endpoint("a boat", None, 256, 256, 2, 5.0, "Euler", 4, 1, styles=["Anime / 动漫"],
-                                           hires_fix=True, hires_upscaler="Lanczos", hires_upscale=1.25,
-                                           hires_steps=3, hires_denoising_strength=0.4))
+                                           **hires))
     saved = result["images"][0]
     assert saved["hires_upscaler"] == "Lanczos" and saved["styles"] == ["Anime / 动漫"]
     assert Image.open(gallery[0][0]).size == (320, 320)
     with pytest.raises(gr.Error, match="hires"):
-        asyncio.run(endpoint("a boat", None, 256, 256, 2, 5.0, "Euler", 4, 1, styles=[], hires_fix=True,
-                             hires_upscaler="Lanczos", hires_upscale=9.0, hires_steps=3, hires_denoising_strength=0.4))
+        asyncio.run(endpoint("a boat", None, 256, 256, 2, 5.0, "Euler", 4, 1, **dict(hires, hires_upscale=9.0)))
+
+
+def test_a_plot_over_the_work_budget_is_refused_naming_the_axis(built):
+    app, _ = built
+    plot = handler(app, "creative-run-plot", "click")
+    big = ("a fox", "", [], 0.8, [], 1, 100, 5.0, "Euler", 1024, 1024)
+    with pytest.raises(gr.Error, match="x_values: 32x1x1 = 32 cells are 3,200 megapixel-steps together"):
+        plot(*big, *NO_HIRES, "seed", "1-32", "none", "", "none", "", request=None, progress=FakeProgress())

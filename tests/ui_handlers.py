@@ -9,13 +9,13 @@ from PIL import Image
 SMALL = dict(width=256, height=256, guidance_scale=5.0, scheduler="Euler")
 REQUEST_PARAMETERS = ["prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance_scale",
                       "scheduler", "seed", "num_images"]
-# Every endpoint's own parameters, then three ControlNet units (control_type ... control_high_threshold, then _2
-# and _3), then the creative accordion's (ui/creative.py; hires fix only where a first pass is generated).
+# Every endpoint ends with three ControlNet units: control_type ... control_high_threshold, then _2 and _3.
 CONTROL_PARAMETERS = [f"control_{name}{suffix}" for suffix in ("", "_2", "_3")
                       for name in ("type", "image", "preprocess", "scale", "start", "end", "low_threshold",
                                    "high_threshold")]
 INPAINT_PARAMETERS = ["image", "mask", "strength", "mask_blur", "inpaint_area", "inpaint_padding", "keep_unmasked",
                       "inpaint_model", "outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down"]
+# Then the creative accordion's (ui/creative.py); the hires fix only where a first pass is made from text.
 CREATIVE_PARAMETERS = ["styles", "hires_fix", "hires_upscaler", "hires_upscale", "hires_steps",
                        "hires_denoising_strength"]
 ENDPOINTS = {

@@ -40,12 +40,11 @@ def clamped(component, value):
         low = component.minimum if component.minimum is not None else value
         high = component.maximum if component.maximum is not None else value
         return min(max(value, low), high)
-    if isinstance(component, (gr.Radio, gr.Dropdown)):
-        offered = [choice for _, choice in component.choices]
-        if getattr(component, "multiselect", False) and isinstance(value, list):
-            return [item for item in value if item in offered]  # e.g. styles: the ones this server has
-        if value not in offered:
-            return SKIP  # a value from a file that the control does not offer
+    offered = [choice for _, choice in getattr(component, "choices", [])]
+    if isinstance(component, gr.Dropdown) and component.multiselect and isinstance(value, list):
+        return [item for item in value if item in offered]  # the styles this server has
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and value not in offered:
+        return SKIP  # a value from a file that the control does not offer
     return value
 
 

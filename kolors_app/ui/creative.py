@@ -13,6 +13,7 @@ from ..creative import final_prompts, tools_for
 from ..hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
 from ..lora import restore_loras, split_lora_tags
 from ..generation import RunControl
+from ..quotas import resolve
 from ..params import GenerationRequest, ValidationError, request_from_dict, validate
 from ..schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from ..upscalers import LATENT
@@ -73,16 +74,17 @@ def creative_tab(ctx: AppContext) -> dict:
                                       elem_id="creative-styles")
             final = gr.Textbox(label=i18n("final_prompt"), interactive=False, elem_id="creative-final")
             with gr.Row():
-                seed = gr.Number(value=1, precision=0, label=i18n("seed"))
-                steps = gr.Slider(1, ctx.settings.limits.max_steps, value=25, step=1, label=i18n("steps"))
+                seed = gr.Number(value=1, precision=0, label=i18n("seed"), elem_id="creative-seed")
+                steps = gr.Slider(1, ctx.settings.limits.max_steps, value=25, step=1, label=i18n("steps"),
+                                  elem_id="creative-steps")
                 guidance = gr.Slider(0, ctx.settings.limits.max_guidance, value=5.0, step=0.5,
                                      label=i18n("guidance"))
                 scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value=DEFAULT_SCHEDULER, label=i18n("scheduler"))
             with gr.Row():
                 width = gr.Slider(ctx.settings.limits.min_size, ctx.settings.limits.max_size, value=1024, step=8,
-                                  label=i18n("width"))
+                                  label=i18n("width"), elem_id="creative-width")
                 height = gr.Slider(ctx.settings.limits.min_size, ctx.settings.limits.max_size, value=1024, step=8,
-                                   label=i18n("height"))
+                                   label=i18n("height"), elem_id="creative-height")
             with gr.Accordion(i18n("hires"), open=False):
                 hires_on = gr.Checkbox(False, label=i18n("hires_on"), elem_id="creative-hires")
                 upscale = gr.Slider(1.0, 4.0, value=1.5, step=0.05, label=i18n("hires_upscale"))
@@ -95,7 +97,7 @@ def creative_tab(ctx: AppContext) -> dict:
         with gr.Column():
             gallery = gr.Gallery(label=i18n("gallery"), format="png", elem_id="creative-gallery")
             result = gr.JSON(label=i18n("parameters"), elem_id="creative-result")
-    with gr.Accordion(i18n("xyz"), open=False):
+    with gr.Accordion(i18n("xyz"), open=False, elem_id="creative-xyz"):
         axis_rows = []
         for letter in "xyz":
             with gr.Row():
@@ -103,14 +105,15 @@ def creative_tab(ctx: AppContext) -> dict:
                                           elem_id=f"creative-{letter}-type"),
                               gr.Textbox(label=i18n(f"{letter}_values"), elem_id=f"creative-{letter}-values")]
         run_plot = gr.Button(i18n("run_plot"), elem_id="creative-run-plot")
-    with gr.Accordion(i18n("upscale"), open=False):
+    with gr.Accordion(i18n("upscale"), open=False, elem_id="creative-upscale"):
         with gr.Row():
             source = gr.Image(type="pil", label=i18n("init_image"), elem_id="creative-upscale-source")
             upscaled = gr.Image(type="pil", label=i18n("upscaled"), format="png", elem_id="creative-upscaled")
         with gr.Row():
             upscale_with = gr.Dropdown(tools.upscalers.names(latent=False), value="Lanczos",
-                                       label=i18n("hires_upscaler"))
-            factor = gr.Slider(1.0, 4.0, value=2.0, step=0.25, label=i18n("upscale_factor"))
+                                       label=i18n("hires_upscaler"), elem_id="creative-upscale-with")
+            factor = gr.Slider(1.0, 4.0, value=2.0, step=0.25, label=i18n("upscale_factor"),
+                               elem_id="creative-upscale-factor")
             upscale_run = gr.Button(i18n("upscale_run"), elem_id="creative-upscale-run")
 
     inputs = [prompt, negative, loras, weight, style_names, seed, steps, guidance, scheduler, width, height,
@@ -152,7 +155,7 @@ def creative_tab(ctx: AppContext) -> dict:
             base = validate(_request(*base_values), ctx.settings.limits)
             axes = [xyz.Axis(kind, xyz.parse_values(kind, text, letter)) if kind != "none" else None
                     for letter, kind, text in zip("xyz", axis_values[::2], axis_values[1::2])]
-            cells = xyz.plan_cells(base.to_dict(), axes)
+            cells = xyz.plan_cells(base.to_dict(), axes, resolve(ctx.settings).max_work)
         except ValidationError as error:
             raise gr.Error(as_text(str(error)), title="Invalid input") from None
         flag = ctx.runs.start(session_of(request))

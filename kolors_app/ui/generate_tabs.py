@@ -32,7 +32,7 @@ GPU_QUEUE = "gpu"
 IMAGE_INPUT = {"type": "filepath", "image_mode": None}
 # How image-to-image brings the init image to the generation size (A1111's resize modes).
 RESIZE_MODES = ("crop", "fit", "stretch")
-LINE_SECONDS = 0.5  # the progress line changes at most twice a second (each update costs, see bench/api.py)
+LINE_SECONDS = 0.25  # the progress line changes at most four times a second
 
 
 @dataclass
@@ -47,10 +47,10 @@ class GenerationTab:
     options: dict[str, gr.components.Component] = field(default_factory=dict)
     examples: gr.Dataset | None = None
     handler: object = None  # the request as a generator of (gallery, result), for tests and benches
+    creative: object = None  # the LoRA, styles and hires-fix accordion (ui/creative.py)
     units: ControlUnitsBox | None = None  # the ControlNet accordion
     # Restored from saved parameters but not remembered between visits (a unit's type needs its image again).
     restored: dict[str, gr.components.Component] = field(default_factory=dict)
-    creative: object = None  # the LoRA, styles and hires-fix accordion (ui/creative.py)
 
     def __post_init__(self):
         if self.units is not None:
@@ -172,10 +172,10 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
                 shown_at = now
                 yield ([(frame.image, tr(lang, "caption_preview", step=frame.step))], skip, line, skip, skip, skip)
             elif now - shown_at >= LINE_SECONDS or frame.kind == "wait":
-                # Only yields that show something: each costs gradio an update of every output (bench/api.py),
-                # and a closed (cancelled) run still ends within LINE_SECONDS.
                 shown_at = now
                 yield skip, skip, line, skip, skip, skip
+            else:
+                yield skip, skip, skip, skip, skip, skip
     except gr.Error as error:
         gr.Warning(error.message, title=error.title or tr(lang, "title_error"))
         yield skip, skip, "⚠️ " + error.message, skip, skip, skip
@@ -204,12 +204,13 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
           page_inputs: list | None = None) -> None:
     """Wire a tab's handlers; both take the control_* parameters after their own (control_units.py)."""
     c = tab.controls
+    handler, page_handler = with_control_parameters(handler), with_control_parameters(page_handler)
+    units = tab.units.input_list() if tab.units is not None else []
+    # The creative accordion (ui/creative.py): its values go after every other input and reach the run as its part.
     tab.creative = creative_accordion(ctx, tab.mode, c, with_hires=tab.mode in ("text_to_image", "ip_adapter"))
     creative_inputs = tab.creative.inputs
-    # ControlNet units come after a tab's own inputs, then the creative accordion's (each wrapper adds its own).
-    tab.handler = with_creative_part(with_control_parameters(handler), tab.creative)
-    page_handler = with_creative_part(with_control_parameters(page_handler), tab.creative)
-    units = tab.units.input_list() if tab.units is not None else []
+    handler, page_handler = with_creative_part(handler, tab.creative), with_creative_part(page_handler, tab.creative)
+    tab.handler = handler
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
     # Programs call `/<mode>` (api_endpoints.py): finished PNGs, no per-step traffic.
