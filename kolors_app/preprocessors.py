@@ -81,7 +81,7 @@ class Estimators:
     They are small (0.5 and 0.4 GB) and run once per map, so the GPU budget stays the generation's.
     """
 
-    def __init__(self, source: Callable[[str], str], on_status: Callable[[str], None] = lambda text: None):
+    def __init__(self, source: Callable[[str], str], on_status: Callable[[str | None], None] = lambda text: None):
         self._source = source  # repo id -> local folder or Hub repo id
         self._on_status = on_status
         self._models: dict[str, tuple] = {}
@@ -105,7 +105,9 @@ class Estimators:
         self._on_status(f"loading the {kind} estimator")
         model_class, processor_class = ((DPTForDepthEstimation, DPTImageProcessor) if kind == "depth"
                                         else (VitPoseForPoseEstimation, VitPoseImageProcessor))
-        return model_class.from_pretrained(folder).eval(), processor_class.from_pretrained(folder)
+        loaded = model_class.from_pretrained(folder).eval(), processor_class.from_pretrained(folder)
+        self._on_status(None)
+        return loaded
 
     def _progress(self, repo: str):
         def on_progress(done: int, total: int) -> None:
