@@ -154,9 +154,13 @@ def prepare(manager, request, seeds: list[int]) -> Prepared:
     return Prepared(prompts, negatives, choices, size, (request.width, request.height))
 
 
-def apply_loras(manager, prepared: Prepared) -> None:
-    """Switch the shared U-Net and ChatGLM to exactly the request's LoRAs (always on the base pipeline)."""
-    prepared.applied = tools_for(manager).switcher.apply(manager.load(), prepared.loras)
+def apply_loras(manager, prepared: Prepared, pipe=None) -> None:
+    """Switch the shared U-Net and ChatGLM to exactly the request's LoRAs (always on the base pipeline).
+
+    `pipe`: the run's pipeline; where its U-Net is another one (Kolors-Inpainting's), that one gets them too.
+    """
+    prepared.applied = tools_for(manager).switcher.apply(manager.load(), prepared.loras,
+                                                         unet=pipe.unet if pipe is not None else None)
 
 
 def conditioning(caches, pipe, request, prepared: Prepared, base_conditioning) -> dict:

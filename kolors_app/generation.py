@@ -227,7 +227,7 @@ def generate(manager: PipelineManager, request: GenerationRequest,
             pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
             if request.reference is not None:
                 pipe.set_ip_adapter_scale(request.reference.scale)
-            creative.apply_loras(manager, prepared)
+            creative.apply_loras(manager, prepared, pipe)
             text_conditioning = functools.partial(conditioning, text_pipe=manager.load())
             arguments = pipeline_arguments(request, seeds, creative.conditioning(
                 caches_for(manager), pipe, request, prepared, text_conditioning), staged)

@@ -334,8 +334,11 @@ class LoraSwitcher:
         self._loaded: OrderedDict[str, AppliedLora] = OrderedDict()  # adapter name -> what it holds
         self.loads = 0
 
-    def apply(self, pipe, choices: list[LoraChoice]) -> list[AppliedLora]:
-        """Make exactly these LoRAs active at these weights on pipe's modules (shared by every mode's pipeline)."""
+    def apply(self, pipe, choices: list[LoraChoice], unet=None) -> list[AppliedLora]:
+        """Make exactly these LoRAs active at these weights on pipe's modules (shared by every mode's pipeline).
+
+        `unet`: another U-Net the run uses (Kolors-Inpainting's), given the same U-Net adapters.
+        """
         choices = check_choices(choices)
         entries = [self.library.get(choice.name) for choice in choices]
         for entry in entries:
@@ -350,6 +353,8 @@ class LoraSwitcher:
         else:
             pipe.enable_lora()
             pipe.set_adapters(names, [choice.weight for choice in choices])
+        if unet is not None and unet is not pipe.unet:
+            self._apply_to_unet(pipe, unet, entries, [choice.weight for choice in choices])
         # The prompt cache keys on the text-encoder adapters in use (kolors_app/embeddings.py reads this).
         identity = [[a.hash, a.weight] for a in applied if a.text_encoder and a.weight != 0]
         pipe.text_encoder.kolors_lora_identity = json.dumps(identity) if identity else ""
@@ -381,6 +386,28 @@ class LoraSwitcher:
         self._loaded[name] = AppliedLora(entry.name, 1.0, entry.hash, bool(text_layers))
         self.loads += 1
         log.info("loaded LoRA %s (%s)", entry.name, name)
+
+    def _apply_to_unet(self, pipe, unet, entries: list[LoraEntry], weights: list[float]) -> None:
+        """The U-Net layers of these LoRAs into another U-Net (loaded once each), switched by weight there too."""
+        from diffusers import KolorsPipeline
+
+        names = [adapter_name(entry) for entry in entries]
+        present = set(getattr(unet, "peft_config", {}) or {})
+        for name in present - set(self._loaded):
+            unet.delete_adapters([name])  # released from the base U-Net meanwhile: released here too
+        for entry, name in zip(entries, names):
+            if name not in present:
+                raw = read_lora(entry, _real_text_encoder(pipe))[0]["state"]
+                state, alphas = KolorsPipeline.lora_state_dict(raw, unet_config=unet.config)
+                if any(key.startswith("unet.") for key in state):
+                    KolorsPipeline.load_lora_into_unet(state, alphas, unet, adapter_name=name)
+        present = set(getattr(unet, "peft_config", {}) or {})
+        active = [(name, weight) for name, weight in zip(names, weights) if name in present]
+        if active:
+            unet.enable_lora()
+            unet.set_adapters([name for name, _ in active], [weight for _, weight in active])
+        elif present:
+            unet.disable_lora()
 
     def _release(self, pipe, name: str) -> None:
         pipe.delete_adapters([name])

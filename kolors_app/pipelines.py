@@ -194,6 +194,9 @@ class PipelineManager:
                                            self._set_status)
         self.estimators = Estimators(lambda repo: addon_source(self.settings, repo), self._set_status)
         self._inpainting_unet = None
+        # The model's own scheduler config, kept at load: every run puts its own scheduler on the shared base
+        # pipeline, and a config read back from that would carry the last request's sampler options along.
+        self._scheduler_config = None
 
     @property
     def loaded(self) -> bool:
@@ -252,6 +255,7 @@ class PipelineManager:
         apply_gpu_options(pipe, self.settings, plan)
         # --- end speed options ---
         self.plan = plan
+        self._scheduler_config = pipe.scheduler.config
         self._pipes[BASE_KEY] = pipe
         self.status = plan.describe()
         return pipe
@@ -304,8 +308,9 @@ class PipelineManager:
 
     @property
     def scheduler_config(self) -> dict:
-        """The model's own scheduler config (keeps Kolors' 1100-step training schedule)."""
-        return self.load().scheduler.config
+        """The model's own scheduler config as loaded (keeps Kolors' 1100-step training schedule)."""
+        self.load()
+        return self._scheduler_config
 
     def pipeline(self, key: PipelineKey = PipelineKey()):
         """The diffusers pipeline for this key; every one shares the base pipeline's modules."""

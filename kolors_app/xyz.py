@@ -18,11 +18,14 @@ from typing import Any, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from .params import ValidationError
+from .quotas import MEGAPIXEL, work_of
 from .schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger(__name__)
 
-MAX_CELLS = 64
+# The grid's size is bounded by the server's work budget (kolors_app/quotas.py: 2600 megapixel-steps locally,
+# 300 in public); this bounds the labelled grid image, which holds every cell at once.
+MAX_GRID_MEGAPIXELS = 256
 MAX_VALUES = 32
 # A1111: "1-5", "1-5 (+2)", "10-1 (-3)", "1-10 [5]" (5 values spread evenly), with ints or floats.
 RANGE = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*-\s*(-?\d+(?:\.\d*)?)"
@@ -166,14 +169,30 @@ class Cell:
     result_params: dict | None = None
 
 
-def plan_cells(base: dict, axes: list[Axis | None], max_cells: int = MAX_CELLS) -> list[Cell]:
-    """Every cell's parameters (z outermost, then y, then x, as A1111 runs them); too many is refused."""
+def cell_work(params: dict) -> float:
+    """Megapixel-steps of one cell, its hires fix's second pass included (the unit of quotas.work_of)."""
+    width, height = params.get("width", 1024), params.get("height", 1024)
+    steps = params.get("num_inference_steps", 50)
+    strength = params.get("strength") if params.get("mode", "text_to_image") != "text_to_image" else None
+    work = work_of(width, height, 1, steps, strength)
+    fix = params.get("hires")
+    if not fix and "hires_upscale" in params:
+        fix = {"upscale": params["hires_upscale"], "steps": params.get("hires_steps", 0),
+               "denoising_strength": params.get("hires_denoising_strength", 0.45)}
+    if fix:
+        factor = float(fix.get("upscale", 1.5))
+        work += work_of(width * factor, height * factor, 1, fix.get("steps") or steps,
+                        float(fix.get("denoising_strength", 0.45)))
+    return work
+
+
+def plan_cells(base: dict, axes: list[Axis | None], max_work: float | None = None) -> list[Cell]:
+    """Every cell's parameters (z outermost, then y, then x, as A1111 runs them); a grid over the budget is refused.
+
+    `max_work`: the server's work budget (quotas.Quotas.max_work) for the whole grid, in megapixel-steps.
+    """
     x, y, z = (list(axes) + [None, None, None])[:3]
     sizes = [len(axis.values) if axis else 1 for axis in (x, y, z)]
-    total = sizes[0] * sizes[1] * sizes[2]
-    if total > max_cells:
-        raise ValidationError("xyz", f"{sizes[0]}x{sizes[1]}x{sizes[2]} = {total} images; at most {max_cells} "
-                                     "per grid here")
     if base.get("seed") in (None, -1):
         raise ValidationError("seed", "an X/Y/Z plot needs a fixed seed, so that only the axes change the image")
     cells = []
@@ -186,7 +205,24 @@ def plan_cells(base: dict, axes: list[Axis | None], max_cells: int = MAX_CELLS) 
                     if axis is not None:
                         _apply(params, axis, index)
                 cells.append(Cell(ix, iy, iz, params))
+    _check_size(cells, sizes, max_work)
     return cells
+
+
+def _check_size(cells: list[Cell], sizes: list[int], max_work: float | None) -> None:
+    """Refuse a grid over the work budget or too large an image, naming the axis with the most values."""
+    letter = "xyz"[max(range(3), key=lambda i: sizes[i])]
+    shape = f"{sizes[0]}x{sizes[1]}x{sizes[2]} = {len(cells)} cells"
+    work = sum(cell_work(cell.params) for cell in cells)
+    if max_work is not None and work > max_work:
+        raise ValidationError(f"{letter}_values", f"{shape} are {work:,.0f} megapixel-steps together; at most "
+                                                  f"{max_work:,.0f} allowed on this server: fewer values, or lower "
+                                                  "the size or the steps")
+    pixels = sum(cell.params.get("width", 1024) * cell.params.get("height", 1024) for cell in cells) / MEGAPIXEL
+    if pixels > MAX_GRID_MEGAPIXELS:
+        raise ValidationError(f"{letter}_values", f"{shape} make a grid of {pixels:,.0f} megapixels; at most "
+                                                  f"{MAX_GRID_MEGAPIXELS} in one grid image: fewer values or a "
+                                                  "smaller size")
 
 
 def _apply(params: dict, axis: Axis, index: int) -> None:

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from diffusers import KolorsImg2ImgPipeline, KolorsPipeline
 
 from kolors_app import creative, tiny_creative
@@ -138,3 +139,38 @@ def test_lora_hashes_in_the_png_and_restore_notes(own_manager):
         {"name": "elsewhere", "weight": 1.0, "hash": "0123456789ab"}]})
     assert restored["loras"] == [{"name": "tiny-kohya", "weight": 0.7}]
     assert notes == ["LoRA 'elsewhere' (0123456789ab) is missing here"]
+
+
+@pytest.mark.parametrize("model", ["inpainting", "base"])
+def test_lora_with_inpainting_matches_bare_diffusers(own_manager, folders, init_image, model):
+    from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from PIL import ImageDraw
+
+    from kolors_app.params import Inpaint
+
+    mask = Image.new("L", (256, 256))
+    ImageDraw.Draw(mask).rectangle([64, 64, 191, 191], fill=255)
+    request = GenerationRequest(prompt="<lora:tiny-style:0.8> a cat", seed=9, init=InitImage(init_image, 0.999),
+                                inpaint=Inpaint(mask, mask_blur=0, model=model), **SMALL)
+    result = pixels(generate(own_manager, request).images[0].image)
+    plain = pixels(generate(own_manager, dataclasses.replace(request, prompt="a cat")).images[0].image)
+
+    base = bare_pipe()
+    unet = (UNet2DConditionModel.from_pretrained("Kwai-Kolors/Kolors-Inpainting", subfolder="unet", variant="fp16",
+                                                 torch_dtype=torch.float32) if model == "inpainting" else base.unet)
+    embeds = dict(zip(("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                       "negative_pooled_prompt_embeds"),
+                      base.encode_prompt("a cat", device="cpu", num_images_per_prompt=1,
+                                         do_classifier_free_guidance=True, negative_prompt="")))
+    bare = StableDiffusionXLInpaintPipeline(vae=base.vae, text_encoder=None, text_encoder_2=None, tokenizer=None,
+                                            tokenizer_2=None, unet=unet, scheduler=base.scheduler,
+                                            add_watermarker=False)
+    bare.load_lora_weights(folders / "lora" / "tiny-style", adapter_name="style")
+    bare.set_adapters(["style"], [0.8])
+    expected = pixels(bare(**embeds, image=init_image, mask_image=mask, strength=0.999,
+                           generator=torch.Generator("cpu").manual_seed(9), **SMALL).images[0])
+    inside = pixels(mask) > 0
+    # The app pastes the unmasked pixels back exactly; inside, its blend rounds like the inpainting test's (<= 1).
+    assert np.abs(result[inside] - expected[inside]).max() <= 1
+    assert np.array_equal(result[~inside], pixels(init_image)[~inside])
+    assert np.abs(result[inside] - plain[inside]).max() > 8  # the LoRA did change the repainted area

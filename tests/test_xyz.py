@@ -33,11 +33,34 @@ def test_bad_axes_name_the_field():
         xyz.parse_values("colour", "1")
     with pytest.raises(ValidationError, match="x_values: at most 32 values"):
         xyz.parse_values("seed", "1-100")
-    with pytest.raises(ValidationError, match="xyz: 8x8x2 = 128 images; at most 64"):
-        xyz.plan_cells({"seed": 1}, [xyz.Axis("seed", list(range(8))), xyz.Axis("steps", list(range(1, 9))),
-                                     xyz.Axis("guidance", [1.0, 2.0])])
     with pytest.raises(ValidationError, match="seed: an X/Y/Z plot needs a fixed seed"):
         xyz.plan_cells({"seed": None}, [xyz.Axis("steps", [1, 2])])
+
+
+def test_a_grid_is_bounded_by_the_work_budget_naming_the_axis():
+    from kolors_app.quotas import DEFAULTS
+
+    local, public = DEFAULTS["max_work"]
+    axes = [xyz.Axis("seed", list(range(8))), xyz.Axis("steps", list(range(20, 28))), xyz.Axis("guidance", [1.0, 2.0])]
+    base = {"seed": 1, "width": 1024, "height": 1024}
+    # 128 cells of 20-27 steps at one megapixel: 3,008 megapixel-steps, over the local budget of 2,600.
+    with pytest.raises(ValidationError, match=r"x_values: 8x8x2 = 128 cells are 3,008 megapixel-steps together; "
+                                              r"at most 2,600 allowed"):
+        xyz.plan_cells(base, axes, local)
+    # The same grid of small images fits, with more cells than the old constant 64.
+    assert len(xyz.plan_cells(dict(base, width=512, height=512), axes, local)) == 128
+    # A public server's budget is smaller; the hires fix's second pass counts too.
+    small = dict(base, width=512, height=512, num_inference_steps=20)
+    assert xyz.cell_work(small) == 5.0
+    hires = dict(small, hires_upscale=2.0, hires_steps=10, hires_denoising_strength=0.5)
+    assert xyz.cell_work(hires) == 5.0 + 5.0
+    with pytest.raises(ValidationError, match="y_values: 1x30x1 = 30 cells are 300 megapixel-steps"):
+        xyz.plan_cells(hires, [None, xyz.Axis("seed", list(range(30)))], public - 1)
+    assert len(xyz.plan_cells(hires, [None, xyz.Axis("seed", list(range(30)))], public)) == 30
+    # Within the budget, the labelled grid image itself is bounded too.
+    with pytest.raises(ValidationError, match="x_values: 20x8x1 = 160 cells make a grid of 360 megapixels"):
+        xyz.plan_cells(dict(base, width=1536, height=1536), [xyz.Axis("seed", list(range(20))),
+                                                             xyz.Axis("steps", list(range(1, 9)))], local)
 
 
 def test_cells_apply_every_axis_kind():

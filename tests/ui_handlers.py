@@ -15,12 +15,15 @@ CONTROL_PARAMETERS = [f"control_{name}{suffix}" for suffix in ("", "_2", "_3")
                                    "high_threshold")]
 INPAINT_PARAMETERS = ["image", "mask", "strength", "mask_blur", "inpaint_area", "inpaint_padding", "keep_unmasked",
                       "inpaint_model", "outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down"]
+# Then the creative accordion's (ui/creative.py); the hires fix only where a first pass is made from text.
+CREATIVE_PARAMETERS = ["styles", "hires_fix", "hires_upscaler", "hires_upscale", "hires_steps",
+                       "hires_denoising_strength"]
 ENDPOINTS = {
-    "text_to_image": REQUEST_PARAMETERS + CONTROL_PARAMETERS,
-    "image_to_image": REQUEST_PARAMETERS + ["image", "strength"] + CONTROL_PARAMETERS,
+    "text_to_image": REQUEST_PARAMETERS + CONTROL_PARAMETERS + CREATIVE_PARAMETERS,
+    "image_to_image": REQUEST_PARAMETERS + ["image", "strength"] + CONTROL_PARAMETERS + ["styles"],
     "ip_adapter": REQUEST_PARAMETERS + ["ip_adapter_image", "ip_adapter_scale", "image", "strength"]
-    + CONTROL_PARAMETERS,
-    "inpaint": REQUEST_PARAMETERS + INPAINT_PARAMETERS + CONTROL_PARAMETERS,
+    + CONTROL_PARAMETERS + CREATIVE_PARAMETERS,
+    "inpaint": REQUEST_PARAMETERS + INPAINT_PARAMETERS + CONTROL_PARAMETERS + ["styles"],
 }
 
 

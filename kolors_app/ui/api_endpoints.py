@@ -133,9 +133,10 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
     return fn
 
 
-def wire_program_endpoint(ctx: AppContext, mode: str, inputs: list, outputs: list, image_of: Callable):
-    """Register the endpoint `/<mode>` for programs on a hidden trigger; returns its event (for Stop's cancels)."""
+def wire_program_endpoint(ctx: AppContext, mode: str, inputs: list, outputs: list, image_of: Callable,
+                          wrap: Callable = lambda fn: fn):
+    """Register the endpoint `/<mode>` for programs on a hidden trigger; `wrap` adds parameters (ui/creative.py)."""
     trigger = gr.Button(visible=False, elem_id=f"{mode}-api")
     # preprocess=False: every value reaches validate() as sent, so each bad one gets an error naming its field.
-    return trigger.click(program_endpoint(ctx, mode, image_of), inputs, outputs, api_name=mode,
+    return trigger.click(wrap(program_endpoint(ctx, mode, image_of)), inputs, outputs, api_name=mode,
                          concurrency_id=GPU_QUEUE, concurrency_limit=1, preprocess=False, show_progress="hidden")

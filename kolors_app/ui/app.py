@@ -11,7 +11,7 @@ from ..images import resolve_allowed_path, size_for
 from ..metadata import clean_parameters
 from ..params import ValidationError, images_needed
 from ..schedulers import SCHEDULER_NAMES
-from .creative import creative_tab
+from .creative import creative_tab, restore_part
 from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
 from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
 from .history_tab import history_tab
@@ -40,7 +40,10 @@ def clamped(component, value):
         low = component.minimum if component.minimum is not None else value
         high = component.maximum if component.maximum is not None else value
         return min(max(value, low), high)
-    if isinstance(component, (gr.Radio, gr.Dropdown)) and value not in [choice for _, choice in component.choices]:
+    offered = [choice for _, choice in getattr(component, "choices", [])]
+    if isinstance(component, gr.Dropdown) and component.multiselect and isinstance(value, list):
+        return [item for item in value if item in offered]  # the styles this server has
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and value not in offered:
         return SKIP  # a value from a file that the control does not offer
     return value
 
@@ -73,6 +76,10 @@ def restore_updates(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs, parameter
             updates[component] = parameters[name]
         elif name in tab.restored and name not in keep:
             updates[component] = component.value  # a unit or side the saved run did not use goes back to off
+    creative_updates, lora_notes = restore_part(tab.creative, tab.controls.prompt, parameters)
+    updates.update(creative_updates)
+    if lora_notes:
+        gr.Warning(as_text("; ".join(lora_notes)), title="LoRA")
     updates = {component: clamped(component, value) for component, value in updates.items()}
     updates[tabs_box] = gr.Tabs(selected=tab.mode)
     needed = [name for name in images_needed(parameters) if name in tab.images]
@@ -90,6 +97,7 @@ def restore_outputs(tabs: dict[str, GenerationTab], tabs_box: gr.Tabs) -> list:
         c = tab.controls
         outputs += (c.request_inputs() + [c.aspect, c.scheduler_state] + list(tab.sliders.values())
                     + list(tab.restored.values()))
+        outputs += tab.creative.inputs if tab.creative is not None else []
     return outputs
 
 

@@ -19,6 +19,7 @@ from ..params import GenerationRequest, InitImage, Reference, ValidationError
 from ..prompts import load_examples
 from .api_endpoints import wire_program_endpoint
 from .control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
+from .creative import creative_accordion, with_creative_part
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
 from .runner import AppContext, Frame, as_text, finish, progress_line, run_frames, run_request, session_of
@@ -46,6 +47,7 @@ class GenerationTab:
     options: dict[str, gr.components.Component] = field(default_factory=dict)
     examples: gr.Dataset | None = None
     handler: object = None  # the request as a generator of (gallery, result), for tests and benches
+    creative: object = None  # the LoRA, styles and hires-fix accordion (ui/creative.py)
     units: ControlUnitsBox | None = None  # the ControlNet accordion
     # Restored from saved parameters but not remembered between visits (a unit's type needs its image again).
     restored: dict[str, gr.components.Component] = field(default_factory=dict)
@@ -202,14 +204,19 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
           page_inputs: list | None = None) -> None:
     """Wire a tab's handlers; both take the control_* parameters after their own (control_units.py)."""
     c = tab.controls
-    tab.handler = with_control_parameters(handler)
-    page_handler = with_control_parameters(page_handler)
+    handler, page_handler = with_control_parameters(handler), with_control_parameters(page_handler)
     units = tab.units.input_list() if tab.units is not None else []
+    # The creative accordion (ui/creative.py): its values go after every other input and reach the run as its part.
+    tab.creative = creative_accordion(ctx, tab.mode, c, with_hires=tab.mode in ("text_to_image", "ip_adapter"))
+    creative_inputs = tab.creative.inputs
+    handler, page_handler = with_creative_part(handler, tab.creative), with_creative_part(page_handler, tab.creative)
+    tab.handler = handler
     c.prompt.change(lambda text: token_count(ctx, text), c.prompt, c.token_count, trigger_mode="always_last",
                     queue=False, show_progress="hidden", api_visibility="private")
     # Programs call `/<mode>` (api_endpoints.py): finished PNGs, no per-step traffic.
-    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs + units, [c.gallery, c.result],
-                          lambda name, value, required: _image(ctx, name, value, required))
+    wire_program_endpoint(ctx, tab.mode, c.request_inputs() + extra_inputs + units + creative_inputs,
+                          [c.gallery, c.result], lambda name, value, required: _image(ctx, name, value, required),
+                          wrap=lambda fn: with_creative_part(fn, tab.creative))
 
     def prepare(request: gr.Request = None):
         # Stop works from the click on, also while the run waits for its turn in the queue.
@@ -218,7 +225,8 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
 
     outputs = [c.gallery, c.result, c.progress, c.infotext, c.selected, c.selected_index]
     run = (c.generate.click(prepare, None, c.stop, queue=False, api_visibility="private")
-           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []) + units, outputs,
+           .then(page_handler, c.request_inputs() + extra_inputs + (page_inputs or []) + units + creative_inputs,
+                 outputs,
                  api_name=f"{tab.mode}_live", api_visibility="undocumented", concurrency_id=GPU_QUEUE,
                  concurrency_limit=1, preprocess=False, show_progress="hidden"))
     run.then(lambda: gr.Button(interactive=False), None, c.stop, queue=False, api_visibility="private")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import html
 import io
 import itertools
@@ -30,13 +32,27 @@ from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
 from .i18n import tr
 
+# The creative accordion's values of the event being handled (styles, hires fix): ui/creative.py sets it around
+# a tab's handler, so that the tabs' own request building stays as it is.
+CREATIVE_PART: contextvars.ContextVar[dict | None] = contextvars.ContextVar("creative_part", default=None)
+
+
+def add_creative_part(request: GenerationRequest) -> GenerationRequest:
+    """The request with the accordion's styles and hires fix, where the request has none of its own."""
+    part = CREATIVE_PART.get()
+    if not part:
+        return request
+    return dataclasses.replace(request, styles=request.styles or part.get("styles") or [],
+                               hires=request.hires if request.hires is not None else part.get("hires"))
+
+
 log = logging.getLogger(__name__)
 # The page gets progress at most every UPDATE_SECONDS and a preview at most every PREVIEW_SECONDS: decided by the
 # clock, so that a fast GPU run is not slowed by messages (bench/README.md measures their cost).
 UPDATE_SECONDS = 0.2
 PREVIEW_SECONDS = 1.0
-# The page: a preview at most twice a second (where the user looks, beside the progress line).
-PAGE_PREVIEW_SECONDS = 0.5
+# The page: a preview at most once a second (each costs gradio an update of every output; bench/api.py).
+PAGE_PREVIEW_SECONDS = 1.0
 # Download names: a number and the seed, then a few words of the prompt.
 SLUG_CHARS = 32
 _numbers = itertools.count(1)
@@ -179,7 +195,7 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
                progress: gr.Progress | None) -> Iterator[Frame]:
     """Validate, run in a worker thread, and yield frames: progress every step, previews by time, then done."""
     try:
-        request = validate(request, ctx.settings.limits)
+        request = validate(add_creative_part(request), ctx.settings.limits)
         check_work(request, resolve(ctx.settings))
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
@@ -369,7 +385,7 @@ async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.
     below sets the stop flag and the worker ends at its next step.
     """
     try:
-        request = validate(request, ctx.settings.limits)
+        request = validate(add_creative_part(request), ctx.settings.limits)
         check_work(request, resolve(ctx.settings))
     except ValidationError as error:
         raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None

@@ -11,6 +11,7 @@ LATIN_ALLOWED = {
     "ETA", "U-Net", "VAE", "cpu", "cuda", "mps", "float32", "float16", "bfloat16", "tiny", "Euler", "DPM", "Karras",
     "SDE", "EDM", "UniPC", "DDIM", "te", "gpu", "bit", "offload", "sequential", "model", "CPU", "GPU", "GB", "GiB",
     "ControlNet", "Canny",
+    "LoRA", "lora", "ChatGLM", "Latent", "Lanczos", "X/Y/Z", "X", "Y", "Z",
 }
 
 
