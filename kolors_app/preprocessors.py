@@ -32,7 +32,9 @@ def canny_map(image: Image.Image, low: int = 100, high: int = 200) -> Image.Imag
 
 def depth_map(image: Image.Image, model, processor) -> Image.Image:
     """Relative depth (near = white) from a DPT depth-estimation model, at the image's size."""
-    inputs = processor(images=image.convert("RGB"), return_tensors="pt")
+    # At the model's square size: DPT-Hybrid's embeddings refuse any other (transformers passes no
+    # interpolate_pos_encoding to them), so a 3:2 photo failed; the map is stretched back below.
+    inputs = processor(images=image.convert("RGB"), keep_aspect_ratio=False, return_tensors="pt")
     with torch.no_grad():
         depth = model(pixel_values=inputs["pixel_values"].to(model.dtype)).predicted_depth
     depth = torch.nn.functional.interpolate(depth[:, None].float(), size=(image.height, image.width),
