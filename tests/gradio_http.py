@@ -29,13 +29,16 @@ TRACEBACK_MARKS = ("Traceback", 'File "', "line ")
 # control_end, control_low_threshold, control_high_threshold (and the same with _2, _3). gradio_client fills them
 # in itself; a raw request must send them.
 NO_CONTROL = ["none", None, True, 0.7, 0.0, 0.9, 100, 200] * 3
+# Then the creative accordion's (ui/creative.py): styles, hires_fix, hires_upscaler, hires_upscale, hires_steps,
+# hires_denoising_strength, with the hires fix off.
+NO_CREATIVE = [[], False, "Latent", 1.5, 0, 0.45]
 
 
 def small(**changes) -> list:
     """The small text-to-image arguments with some fields changed (the control units off)."""
     values = dict(zip(FIELDS, SMALL))
     values.update(changes)
-    return [values[name] for name in FIELDS] + NO_CONTROL
+    return [values[name] for name in FIELDS] + NO_CONTROL + NO_CREATIVE
 
 
 def assert_short_public_message(message: str) -> None:

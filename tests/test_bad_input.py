@@ -12,9 +12,12 @@ import httpx
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from gradio_http import NO_CONTROL, ROOT, SMALL, small
+from gradio_http import NO_CONTROL, NO_CREATIVE, ROOT, SMALL, small
 from image_bytes import RED, encoded, png_bomb
 from PIL import Image
+
+# image_to_image's values after its own: the ControlNet units off, then no styles (ui/creative.py).
+I2I_TAIL = [*NO_CONTROL, *NO_CREATIVE[:1]]
 
 # --- Bad input: each refused with an error naming the field, and the server goes on serving ---
 
@@ -136,10 +139,10 @@ def test_data_urls_are_size_checked_before_decoding(raw):
     cases = [(svg, "SVG"), ("data:text/html,<script>alert(1)</script>", "data:image/"),
              ("data:image/png;base64,not base64!", "base64")]
     for url, words in cases:
-        error = raw.error_of("image_to_image", [*SMALL, {"path": None, "url": url}, 0.7, *NO_CONTROL])
+        error = raw.error_of("image_to_image", [*SMALL, {"path": None, "url": url}, 0.7, *I2I_TAIL])
         assert error.startswith("image:") and words in error, error
     small_png = "data:image/png;base64," + base64.b64encode(encoded(RED, "PNG")).decode()
-    done = raw.queued("image_to_image", [*SMALL, {"path": None, "url": small_png}, 0.7, *NO_CONTROL])
+    done = raw.queued("image_to_image", [*SMALL, {"path": None, "url": small_png}, 0.7, *I2I_TAIL])
     assert done["success"], done
 
 
@@ -158,7 +161,7 @@ def test_paths_and_urls_instead_of_uploads_never_reach_a_file(raw, live_app, cli
                         (f"{upload_dir}/../../../../etc/hostname", "outside"),
                         (f"http://127.0.0.1:{port}/config", "URL"), ("http://169.254.169.254/latest/", "URL"),
                         ("file:///etc/passwd", "URL")]:
-        error = raw.error_of("image_to_image", [*SMALL, {"path": path}, 0.7, *NO_CONTROL])
+        error = raw.error_of("image_to_image", [*SMALL, {"path": path}, 0.7, *I2I_TAIL])
         assert error.startswith("image:") and words in error, (path, error)
     # With the marker, gradio itself refuses paths it did not receive as uploads, and URLs of private,
     # loopback and link-local hosts (its SSRF guard), before the app sees them: an error without details.
@@ -166,7 +169,7 @@ def test_paths_and_urls_instead_of_uploads_never_reach_a_file(raw, live_app, cli
     for path in ["/etc/passwd", str(ROOT / "app.py"), f"http://127.0.0.1:{port}/config",
                  f"http://localhost:{port}/config", "http://[::1]/x.png", "http://10.0.0.1/x.png",
                  "http://169.254.169.254/latest/meta-data/"]:
-        message = raw.queued("image_to_image", [*SMALL, {"path": path, "meta": marker}, 0.7, *NO_CONTROL])
+        message = raw.queued("image_to_image", [*SMALL, {"path": path, "meta": marker}, 0.7, *I2I_TAIL])
         assert message["success"] is False, (path, message)
         assert message["output"].get("error") is None, (path, message)
     assert client.predict(*small(seed=12), api_name="/text_to_image")[1]["images"][0]["seed"] == 12

@@ -255,7 +255,9 @@ def add_lora_tag(prompt: str, name: str | None, weight: float) -> str:
 def part_of(values: list) -> dict:
     """The accordion's values as the request's creative fields."""
     named = dict(zip(PART_FIELDS, values))
-    part = {"styles": list(named["styles"] or [])}
+    styles = named["styles"]
+    # Anything but a list reaches validation as it came, to be refused naming the field.
+    part = {"styles": [] if styles is None else list(styles) if isinstance(styles, (list, tuple)) else styles}
     if named.get("hires_fix"):
         part["hires"] = {"upscale": named["hires_upscale"], "upscaler": named["hires_upscaler"],
                          "steps": named["hires_steps"], "denoising_strength": named["hires_denoising_strength"]}

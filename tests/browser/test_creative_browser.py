@@ -75,10 +75,11 @@ def choose(page: Page, elem_id: str, typed: str, option: str) -> None:
     """Type into a dropdown's search box and click the option, as a user does."""
     box = page.locator(f"#{elem_id} input").first
     box.click()
-    box.fill(typed)
-    options = page.get_by_role("option")
-    expect(options.filter(has_text=option)).to_have_count(1)
-    options.filter(has_text=option).first.click()
+    box.fill("")  # a dropdown shows its value in the search box: "none" + typed would match nothing
+    box.press_sequentially(typed, delay=50)
+    found = page.get_by_role("option").filter(has_text=option)
+    expect(found).to_have_count(1)
+    found.first.click()
 
 
 def infotext(page: Page, mode: str = "text_to_image") -> str:
@@ -102,9 +103,10 @@ def test_the_lora_picker_searches_and_writes_tags_that_the_run_records(visit):
     prepare(page, "text_to_image", "a red fox", seed=3)
     box = page.locator("#text_to_image-lora-pick input").first
     box.click()
-    box.fill("koh")
-    expect(page.get_by_role("option")).to_have_text(["tiny-kohya"])  # the search leaves only what matches
-    page.get_by_role("option", name="tiny-kohya").click()
+    box.press_sequentially("koh", delay=50)
+    # The search leaves only what matches.
+    expect(page.get_by_role("option")).to_have_text([re.compile(r"tiny-kohya")])
+    page.get_by_role("option").filter(has_text="tiny-kohya").click()
     expect(text_box(page, "text_to_image-prompt")).to_have_value("<lora:tiny-kohya:0.8> a red fox")
     set_number(page, "text_to_image-lora-weight", 0.5)
     choose(page, "text_to_image-lora-pick", "tiny-st", "tiny-style")
@@ -129,8 +131,11 @@ def test_a_lora_tag_typed_in_the_prompt_and_a_style_show_the_final_prompt(visit)
     generate(page, "text_to_image", 8)
     image = results(page, "text_to_image").first
     expect(image).to_be_visible()
-    saved = read_image_parameters(shown_png(page, image)).parameters
-    assert saved["styles"] == ["Ink wash / 水墨"] and "水墨" in saved["final_prompt"]
+    picture = shown_png(page, image)
+    saved = read_image_parameters(picture).parameters
+    assert saved["styles"] == ["Ink wash / 水墨"] and saved["prompt"] == "<lora:tiny-style:0.7> a lighthouse"
+    # The PNG keeps the styled prompt too (its JSON chunk; the reader leaves the expanded prompts out).
+    assert '"final_prompt"' in picture.info["kolors_studio"] and "水墨" in picture.info["kolors_studio"]
     assert saved["loras"][0]["name"] == "tiny-style" and saved["loras"][0]["weight"] == 0.7
     screenshot(page, "creative_lora_style_en_desktop")
     assert_no_error_badge(page)
@@ -142,13 +147,13 @@ def test_hires_fix_makes_the_larger_image_and_restores_from_its_png(visit):
     prepare(page, "text_to_image", "a castle", seed=4)
     page.locator("#text_to_image-hires input[type=checkbox]").check()
     set_number(page, "text_to_image-hires-upscale", 1.5)
-    set_number(page, "text_to_image-hires-steps", 2)
+    set_number(page, "text_to_image-hires-steps", 3)  # 3 x 0.45: one repainting step at least
     generate(page, "text_to_image", 4)
     image = results(page, "text_to_image").first
     expect(image).to_be_visible()
     picture = shown_png(page, image)
     assert picture.size == (384, 384)
-    assert "Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Latent" in infotext(page)
+    assert "Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent" in infotext(page)
     screenshot(page, "creative_hires_en_desktop")
     # A fresh page: PNG info of that very file restores the hires settings into the tab.
     fresh = visit()
@@ -160,7 +165,7 @@ def test_hires_fix_makes_the_larger_image_and_restores_from_its_png(visit):
     expect(toast(fresh, "Settings restored into Text to image.")).to_be_visible()
     open_tools(fresh)
     expect(fresh.locator("#text_to_image-hires input[type=checkbox]")).to_be_checked()
-    expect(fresh.locator("#text_to_image-hires-steps input[type=number]")).to_have_value("2")
+    expect(fresh.locator("#text_to_image-hires-steps input[type=number]")).to_have_value("3")
     expect(fresh.locator("#text_to_image-hires-upscale input[type=number]")).to_have_value("1.5")
     assert_no_error_badge(fresh)
 
