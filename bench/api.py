@@ -1,12 +1,11 @@
-"""The API's overhead: what a request to the served app costs beyond the model's own work, and the UI's updates.
+"""The API's overhead: what a request to the served app costs beyond the bare diffusers call, and the page's updates.
 
-`python -m bench.api [--sizes 512 1024] [--pairs 5]`: the production launch() in this process on the
-U-Net-heavy tiny model; gradio_client calls `/text_to_image` (programs) and `/text_to_image_live` (the
-page's event, with progress and previews) in shuffled order, each with a new prompt so that the text
-encoder runs as in a bare diffusers call. A request's extra time is its wall time at the client less the
-time spent in the diffusers calls it made (prompt encoding and the pipeline), measured inside the same
-request, so that a busy machine's drift mostly cancels. The table shows medians and ranges.
-Also: PNG encoding of a 1024 px photo at the zlib levels that matter (the result path encodes once).
+`python -m bench.api [--sizes 512 1024] [--pairs 8] [--model tiny]`: the production launch() in this process;
+each round runs, in shuffled order, the bare diffusers call on the same model files, gradio_client's call of
+`/text_to_image` (programs) and of `/text_to_image_live` (the page's event, with progress and previews),
+each with a new prompt so that the text encoder runs. Extra time = a request's wall time at the client less
+the bare call's of the same round (also in this process's CPU time, which other processes barely move).
+The table shows medians and ranges. Also: PNG encoding of a 1024 px photo at the zlib levels that matter.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ def served(settings):
     app, _ctx = launch(dataclasses.replace(settings, port=port, outputs_dir=home / "outputs", save_outputs=True),
                        prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", app
     finally:
         app.close()
 
@@ -86,42 +85,84 @@ def spread(values: list[float], scale: float = 1e3, unit: str = "ms") -> str:
     return f"{statistics.median(values) * scale:.0f} {unit} ({min(values) * scale:.0f} to {max(values) * scale:.0f})"
 
 
-def measure_size(settings, size: int, rounds: int) -> dict:
-    """Rounds of /text_to_image (programs) and /text_to_image_live (the page's event) in shuffled order.
+def bare_call(folder: Path, size: int):
+    """The bare diffusers call on the same model files: a function of (prompt, seed) that generates one image."""
+    import torch
+    from diffusers import KolorsPipeline
 
-    Each request's extra time is its wall time at the client less the time spent inside the diffusers call it
-    made, so that the drift of a busy machine (both happen back to back in one request) mostly cancels.
+    from kolors_app.tiny import KOLORS_REPO
+
+    pipe = KolorsPipeline.from_pretrained(str(folder / KOLORS_REPO))
+    pipe.set_progress_bar_config(disable=True)
+
+    def call(prompt, seed):
+        return pipe(prompt=prompt, negative_prompt="", width=size, height=size, num_inference_steps=STEPS,
+                    guidance_scale=5.0, generator=torch.Generator().manual_seed(seed)).images[0]
+    return call
+
+
+def page_defaults(app, endpoint: str) -> list:
+    """The page's own values for an event's inputs after the nine request settings (ControlNet units off...)."""
+    fn = next(fn for fn in app.fns.values() if fn.api_name == endpoint.lstrip("/"))
+    return [block.value for block in fn.inputs[9:]] if endpoint.endswith("_live") else []
+
+
+def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
+    """Rounds of the bare diffusers call, /text_to_image (programs) and /text_to_image_live (the page's event).
+
+    Each round runs the three in shuffled order with a new prompt (so the text encoder runs, as in a bare
+    call). The API's extra time is the request's wall time less the bare call's of the same round; the CPU
+    time of this process (client, server and model) is compared the same way, as other processes on a busy
+    machine barely move it. The page's cost is its request less the program request of the same round.
     """
     from gradio_client import Client
 
-    with served(settings) as url, timed_pipeline_calls() as spent:
-        client = Client(url, verbose=False)
+    bare = bare_call(folder, size)
+    with served(settings) as (url, app), timed_pipeline_calls() as spent:
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": 300})  # a busy machine answers slowly
+        rest = {endpoint: page_defaults(app, endpoint) for endpoint in ("/text_to_image", "/text_to_image_live")}
 
         def call(endpoint, prompt, seed):
-            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, api_name=endpoint)
+            if endpoint == "bare":
+                return bare(prompt, seed)
+            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, *rest[endpoint],
+                                  api_name=endpoint)
 
-        endpoints = {"api": "/text_to_image", "ui": "/text_to_image_live"}
+        endpoints = {"bare": "bare", "api": "/text_to_image", "ui": "/text_to_image_live"}
         for name, endpoint in endpoints.items():  # warm-up: loading, first-call costs
             call(endpoint, f"{PROMPT} warm-up {name}", 0)
         walls = {name: [] for name in endpoints}
+        cpus = {name: [] for name in endpoints}
         inside = {name: [] for name in endpoints}
         for number in range(rounds):
             order = list(endpoints)
             random.shuffle(order)
             for name in order:
                 before = len(spent)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 call(endpoints[name], f"{PROMPT} {number}", number + 1)  # a new prompt: the text encoder runs
                 walls[name].append(time.perf_counter() - started)
+                cpus[name].append(time.process_time() - cpu)
                 inside[name].append(sum(spent[before:]))
-    result = {"size": size, "steps": STEPS, "rounds": rounds, "walls": walls, "inside": inside}
-    for name in endpoints:
-        extra = [wall - model for wall, model in zip(walls[name], inside[name])]
-        ratio = [wall / model for wall, model in zip(walls[name], inside[name])]
-        result[name] = {"wall": spread(walls[name]), "model": spread(inside[name]), "extra": spread(extra),
+    result = {"size": size, "steps": STEPS, "rounds": rounds, "walls": walls, "cpus": cpus, "inside": inside,
+              "bare": {"wall": spread(walls["bare"]), "cpu": spread(cpus["bare"])}}
+    for name in ("api", "ui"):
+        extra = [wall - base for wall, base in zip(walls[name], walls["bare"])]
+        ratio = [wall / base for wall, base in zip(walls[name], walls["bare"])]
+        cpu_extra = [cpu - base for cpu, base in zip(cpus[name], cpus["bare"])]
+        cpu_ratio = [cpu / base for cpu, base in zip(cpus[name], cpus["bare"])]
+        beside = [wall - model for wall, model in zip(walls[name], inside[name])]
+        result[name] = {"wall": spread(walls[name]), "extra": spread(extra), "cpu_extra": spread(cpu_extra),
+                        "beside_model": spread(beside),
                         "extra_ms": round(statistics.median(extra) * 1e3, 1),
-                        "ratio": round(statistics.median(ratio), 4), "ratio_range": [round(min(ratio), 4),
-                                                                                     round(max(ratio), 4)]}
+                        "ratio": round(statistics.median(ratio), 4),
+                        "ratio_range": [round(min(ratio), 4), round(max(ratio), 4)],
+                        "cpu_ratio": round(statistics.median(cpu_ratio), 4)}
+    page = [(ui - api) / api for ui, api in zip(walls["ui"], walls["api"])]
+    page_cpu = [(ui - api) / api for ui, api in zip(cpus["ui"], cpus["api"])]
+    result["page_cost"] = {"percent": round(statistics.median(page) * 100, 2),
+                           "range": [round(min(page) * 100, 2), round(max(page) * 100, 2)],
+                           "cpu_percent": round(statistics.median(page_cpu) * 100, 2)}
     return result
 
 
@@ -199,14 +240,15 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
 
 def format_results(results: dict) -> str:
     """The Markdown tables of bench/README.md."""
-    lines = ["| size | endpoint | request (client wall) | inside the diffusers call | extra (median, range) "
-             "| ratio (median, range) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| size | bare diffusers call | `/text_to_image`: extra (median, range) | ratio (median, range) "
+             "| CPU extra, CPU ratio | the page (`_live`) over `/text_to_image` |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for item in results["sizes"]:
-        for name, label in (("api", "`/text_to_image` (programs)"), ("ui", "`/text_to_image_live` (the page)")):
-            row = item[name]
-            lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | {label} | "
-                         f"{row['wall']} | {row['model']} | {row['extra']} | {row['ratio']:.3f} "
-                         f"({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) |")
+        row, page = item["api"], item["page_cost"]
+        lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | {item['bare']['wall']} "
+                     f"| {row['extra']} | {row['ratio']:.3f} ({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f})"
+                     f" | {row['cpu_extra']}, {row['cpu_ratio']:.3f} | {page['percent']:+.1f}% "
+                     f"({page['range'][0]:+.1f} to {page['range'][1]:+.1f}; CPU {page['cpu_percent']:+.1f}%) |")
     lines += ["", "| PNG encoding, 1024 px photo | time | size |", "| --- | ---: | ---: |"]
     lines += [f"| {item['encoding']} | {item['ms']:.0f} ms | {item['kB']} kB |" for item in results["png"]]
     lines += ["", "| result path, one 1024 px image | time |", "| --- | ---: |"]
@@ -219,14 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/tiny.py); the tests' tiny one's "
+                                                        "U-Net is about 75-80%% of a run, unet-heavy's more but slow")
+    parser.add_argument("--skip-png", action="store_true", help="only the request rounds")
     parser.add_argument("--json", type=Path, default=RESULTS / "api.json")
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    settings = tiny_settings("unet-heavy")
-    results = {"png": measure_png(), "result_path": measure_result_path(), "sizes": []}
+    settings = tiny_settings(args.model)
+    from kolors_app.tiny import tiny_model_dir
+
+    folder = tiny_model_dir(args.model)
+    results = {"model": args.model, "sizes": [], **({"png": [], "result_path": []} if args.skip_png else
+                                                    {"png": measure_png(), "result_path": measure_result_path()})}
     for size in args.sizes:
-        results["sizes"].append(measure_size(settings, size, args.pairs))
-        print(json.dumps({k: v for k, v in results["sizes"][-1].items() if k not in ("walls", "inside")}),
+        results["sizes"].append(measure_size(settings, size, args.pairs, folder))
+        print(json.dumps({k: v for k, v in results["sizes"][-1].items() if k not in ("walls", "cpus", "inside")}),
               file=sys.stderr, flush=True)
     print(format_results(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def controlnet_bytes(model: torch.nn.Module) -> int:
 class ControlNetStore:
     """The loaded ControlNets by type, least recently used first; loads on first use, releases beyond the budget."""
 
-    def __init__(self, source: Callable[[str], str], on_status: Callable[[str], None] = lambda text: None):
+    def __init__(self, source: Callable[[str], str], on_status: Callable[[str | None], None] = lambda text: None):
         self._source = source  # type -> local folder or Hub repo id
         self._on_status = on_status
         self._models: OrderedDict = OrderedDict()
@@ -63,6 +63,7 @@ class ControlNetStore:
         if device is not None:
             model.to(device)
         self.loads += 1
+        self._on_status(None)
         log.info("loaded ControlNet %s from %s (%.2f GB)", kind, folder, controlnet_bytes(model) / 1e9)
         return model
 

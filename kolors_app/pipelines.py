@@ -344,8 +344,10 @@ class PipelineManager:
         self._apply_offload(pipe)
         return pipe
 
-    def _set_status(self, text: str) -> None:
-        self.status = text
+    def _set_status(self, text: str | None) -> None:
+        """An add-on's loading line; None when it is loaded (the plan's line comes back)."""
+        plan = getattr(self, "plan", None)
+        self.status = text or (plan.describe() if plan is not None else "not loaded")
 
     def _addon_device(self) -> str | None:
         """Where add-on weights go when loaded: the plan's device without offload; the hooks move them otherwise."""

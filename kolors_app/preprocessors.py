@@ -32,7 +32,9 @@ def canny_map(image: Image.Image, low: int = 100, high: int = 200) -> Image.Imag
 
 def depth_map(image: Image.Image, model, processor) -> Image.Image:
     """Relative depth (near = white) from a DPT depth-estimation model, at the image's size."""
-    inputs = processor(images=image.convert("RGB"), return_tensors="pt")
+    # At the model's square size: DPT-Hybrid's embeddings refuse any other (transformers passes no
+    # interpolate_pos_encoding to them), so a 3:2 photo failed; the map is stretched back below.
+    inputs = processor(images=image.convert("RGB"), keep_aspect_ratio=False, return_tensors="pt")
     with torch.no_grad():
         depth = model(pixel_values=inputs["pixel_values"].to(model.dtype)).predicted_depth
     depth = torch.nn.functional.interpolate(depth[:, None].float(), size=(image.height, image.width),
@@ -81,7 +83,7 @@ class Estimators:
     They are small (0.5 and 0.4 GB) and run once per map, so the GPU budget stays the generation's.
     """
 
-    def __init__(self, source: Callable[[str], str], on_status: Callable[[str], None] = lambda text: None):
+    def __init__(self, source: Callable[[str], str], on_status: Callable[[str | None], None] = lambda text: None):
         self._source = source  # repo id -> local folder or Hub repo id
         self._on_status = on_status
         self._models: dict[str, tuple] = {}
@@ -105,7 +107,9 @@ class Estimators:
         self._on_status(f"loading the {kind} estimator")
         model_class, processor_class = ((DPTForDepthEstimation, DPTImageProcessor) if kind == "depth"
                                         else (VitPoseForPoseEstimation, VitPoseImageProcessor))
-        return model_class.from_pretrained(folder).eval(), processor_class.from_pretrained(folder)
+        loaded = model_class.from_pretrained(folder).eval(), processor_class.from_pretrained(folder)
+        self._on_status(None)
+        return loaded
 
     def _progress(self, repo: str):
         def on_progress(done: int, total: int) -> None:

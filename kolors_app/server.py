@@ -16,7 +16,7 @@ from .quotas import QueueQuota, Quotas, resolve
 from .ui.app import CSS, HEAD, create_app
 from .ui.i18n import i18n
 from .ui.mcp import mcp_lifespan
-from .ui.runner import AppContext
+from .ui.runner import AppContext, public_message
 from .zerogpu import on_zero_gpu
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         from .a1111 import a1111_router
 
         # Given to the FastAPI app at its creation, so they come before gradio's own routes.
-        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue)).routes
+        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue),
+                              public_message=lambda error: public_message(error, settings)).routes
     app.launch(
         server_name=settings.host,
         server_port=settings.port,

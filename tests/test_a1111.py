@@ -14,21 +14,30 @@ import webuiapi
 from gradio_http import free_port, wait_until
 from PIL import Image
 
-from kolors_app.metadata import read_image_parameters
+from kolors_app.metadata import JSON_KEY, read_image_parameters
 
 SMALL = dict(width=256, height=256, steps=2)
 
 
 @pytest.fixture(scope="module")
-def a1111(settings, manager, tmp_path_factory):
-    """The app with --api served in this process: (base URL, app context)."""
+def a1111(settings, tmp_path_factory):
+    """The app with --api served in this process, with a LoRA and an upscaler folder: (base URL, app context).
+
+    Its own pipeline manager: the LoRAs it switches never touch the session's shared pipeline.
+    """
+    from kolors_app import tiny_creative
+    from kolors_app.pipelines import PipelineManager
     from kolors_app.server import launch
 
     folder = tmp_path_factory.mktemp("a1111")
+    tiny_creative.build_esrgan(folder / "upscalers" / "tiny-esrgan-4x.safetensors")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
         app_settings = dataclasses.replace(settings, port=free_port(), outputs_dir=folder / "outputs",
-                                           save_outputs=True, api=True)
+                                           save_outputs=True, api=True, lora_dir=folder / "loras",
+                                           upscaler_dir=folder / "upscalers")
+        manager = PipelineManager(app_settings)
+        tiny_creative.build_diffusers_lora(manager.load(), folder / "loras" / "tiny-style")
         app, ctx = launch(app_settings, manager, prevent_thread_lock=True, quiet=True)
         try:
             yield f"http://127.0.0.1:{app_settings.port}", ctx
@@ -45,6 +54,11 @@ def b64(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def written_parameters(image: Image.Image) -> dict:
+    """Everything the app wrote into the PNG (its JSON chunk, unfiltered)."""
+    return json.loads(image.info[JSON_KEY])
 
 
 def post(a1111, path: str, body) -> httpx.Response:
@@ -114,8 +128,6 @@ def test_lists_models_samplers_schedulers_options(api, a1111):
     assert {s["name"] for s in httpx.get(f"{a1111[0]}/sdapi/v1/schedulers").json()} == {"automatic", "karras"}
     assert api.util_get_current_model() == "Kolors"
     api.set_options({"sd_model_checkpoint": "Kolors", "jpeg_quality": 80})  # the other option is ignored
-    assert httpx.get(f"{a1111[0]}/sdapi/v1/upscalers").json()[0]["name"] == "None"
-    assert isinstance(api.get_loras(), list)
     assert "canny" in api.controlnet_module_list()
 
 
@@ -226,24 +238,6 @@ def test_no_a1111_routes_without_the_flag(served):
     assert httpx.get(f"{served.url}sdapi/v1/sd-models", timeout=30).status_code == 404
 
 
-def test_features_not_on_this_server_yet_answer_501_naming_the_field(a1111, init_image):
-    from kolors_app.a1111.payloads import core_has, optional_module
-
-    unit = {"image": b64(init_image), "module": "canny", "model": "Kolors-ControlNet-Canny", "weight": 0.7}
-    cases = [("/sdapi/v1/txt2img", {"alwayson_scripts": {"controlnet": {"args": [unit]}}},
-              "alwayson_scripts.controlnet", core_has("controls")),
-             ("/sdapi/v1/img2img", {"init_images": [b64(init_image)], "mask": b64(init_image.convert("L"))}, "mask",
-              core_has("mask")),
-             ("/sdapi/v1/txt2img", {"enable_hr": True}, "enable_hr", optional_module("hires") is not None),
-             ("/sdapi/v1/txt2img", {"prompt": "a fox <lora:ink:0.8>"}, "prompt", optional_module("lora") is not None)]
-    for path, body, field, available in cases:
-        if available:
-            continue
-        answer = post(a1111, path, {"prompt": "x", **SMALL, **body})
-        assert answer.status_code == 501, answer.text
-        assert answer.json()["field"] == field and "not available" in answer.json()["detail"]
-
-
 def test_info_is_a1111_json_text(a1111):
     answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a boat", "seed": 11, **SMALL})
     assert answer.status_code == 200
@@ -253,42 +247,131 @@ def test_info_is_a1111_json_text(a1111):
     assert image.info["parameters"] == info["infotexts"][0]
 
 
-def test_inpainting_and_a_controlnet_unit_through_webuiapi(api, init_image):
-    """They map onto the core's mask and control parts; until the core runs them, a 501 names the field."""
-    from kolors_app.a1111.payloads import core_has
-
+def test_inpainting_through_webuiapi_repaints_only_the_mask(api, init_image):
     mask = Image.new("L", init_image.size, 0)
     mask.paste(255, (64, 64, 192, 192))
-    if core_has("mask"):
-        result = api.img2img(images=[init_image], mask_image=mask, prompt="a red ball", denoising_strength=0.99,
-                             mask_blur=4, inpainting_fill=1, inpaint_full_res=False, seed=2, **SMALL)
-        assert result.image.size == (256, 256)
-        outside = np.asarray(result.image.convert("RGB"))[:32, :32].astype(int)
-        assert np.abs(outside - np.asarray(init_image)[:32, :32]).max() < 40  # unmasked pixels are kept
-    else:
-        with pytest.raises(RuntimeError, match="501.*mask"):
-            api.img2img(images=[init_image], mask_image=mask, prompt="a red ball", **SMALL)
-    unit = webuiapi.ControlNetUnit(image=init_image, module="canny", model="Kolors-ControlNet-Canny", weight=0.7,
-                                   guidance_start=0.0, guidance_end=0.9)
-    if core_has("controls"):
-        result = api.txt2img(prompt="a house", controlnet_units=[unit], seed=4, **SMALL)
-        assert result.image.size == (256, 256)
-        assert read_image_parameters(result.image).parameters["control_type"] == "canny"
-    else:
-        with pytest.raises(RuntimeError, match="501.*alwayson_scripts.controlnet"):
-            api.txt2img(prompt="a house", controlnet_units=[unit], **SMALL)
+    result = api.img2img(images=[init_image], mask_image=mask, prompt="a red ball", denoising_strength=0.99,
+                         mask_blur=4, inpainting_fill=1, inpaint_full_res=False, seed=2, **SMALL)
+    assert result.image.size == (256, 256)
+    pixels, before = np.asarray(result.image.convert("RGB")).astype(int), np.asarray(init_image).astype(int)
+    assert np.abs(pixels[:32, :32] - before[:32, :32]).max() < 40  # unmasked pixels are kept
+    assert np.abs(pixels[96:160, 96:160] - before[96:160, 96:160]).mean() > 10  # the masked square is repainted
+    stored = read_image_parameters(result.image).parameters
+    assert stored["mask_blur"] == 4 and stored["inpaint_area"] == "whole"
 
 
-def test_hires_fix_fields_make_a_larger_second_pass(a1111):
-    from kolors_app.a1111.payloads import optional_module
+def test_a_controlnet_unit_through_webuiapi(api, a1111, init_image):
+    assert httpx.get(f"{a1111[0]}/controlnet/model_list").json()["model_list"][0] == "Kolors-ControlNet-Canny"
+    edges = Image.new("RGB", (256, 256), "black")
+    edges.paste((255, 255, 255), (64, 64, 192, 192))  # canny finds the square's outline
+    unit = webuiapi.ControlNetUnit(image=edges, module="canny", model="Kolors-ControlNet-Canny", weight=0.7,
+                                   guidance_start=0.0, guidance_end=1.0)
+    result = api.txt2img(prompt="a house", controlnet_units=[unit], seed=4, **SMALL)
+    plain = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a house", "seed": 4, "cfg_scale": 7.0, **SMALL})
+    plain_pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(plain.json()["images"][0]))))
+    assert result.image.size == (256, 256)
+    stored = read_image_parameters(result.image).parameters
+    assert stored["control_type"] == "canny" and stored["control_scale"] == 0.7 and stored["control_end"] == 1.0
+    assert not np.array_equal(np.asarray(result.image), plain_pixels)  # the unit steered the run
 
-    if optional_module("hires") is None:
-        pytest.skip("the hires fix is not in this app")
+
+def test_skip_ends_only_the_current_iteration(api):
+    answers = {}
+    worker = threading.Thread(target=lambda: answers.update(
+        result=api.txt2img(prompt="a skipped run", seed=20, width=256, height=256, steps=150, n_iter=2)))
+    worker.start()
+    assert wait_until(lambda: api.get_progress()["state"]["sampling_step"] >= 1, timeout=60)
+    assert httpx.post(f"{api.baseurl}/skip", timeout=30).json() == {}
+    assert wait_until(lambda: api.get_progress()["state"]["job_no"] == 1, timeout=60), "the second iteration never began"
+    assert api.get_progress()["state"]["skipped"] is False  # the new iteration runs
+    api.interrupt()
+    worker.join(60)
+    assert answers["result"].images == [] and answers["result"].info["interrupted"] is True
+
+
+def test_skip_without_a_job_is_harmless(a1111):
+    assert post(a1111, "/sdapi/v1/skip", {}).json() == {}
+
+
+def test_loras_and_upscalers_list_the_folders(api, a1111):
+    assert [lora["name"] for lora in api.get_loras()] == ["tiny-style"]
+    assert all(lora["path"] is None for lora in api.get_loras())  # no server paths
+    names = [upscaler["name"] for upscaler in api.get_upscalers()]
+    assert names == ["Lanczos", "tiny-esrgan-4x"]
+    assert httpx.get(f"{a1111[0]}/sdapi/v1/latent-upscale-modes").json() == [{"name": "Latent"}]
+
+
+def test_a_lora_tag_in_the_prompt_changes_the_image_and_is_recorded(api):
+    plain = api.txt2img(prompt="a fox", seed=8, **SMALL)
+    styled = api.txt2img(prompt="a fox <lora:tiny-style:1.5>", seed=8, **SMALL)
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(styled.image))
+    stored = written_parameters(styled.image)
+    assert stored["final_prompt"] == "a fox" and [lora["name"] for lora in stored["loras"]] == ["tiny-style"]
+    again = api.txt2img(prompt="a fox", seed=8, **SMALL)  # the LoRA is switched off again
+    assert np.array_equal(np.asarray(plain.image), np.asarray(again.image))
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_fields_run_a_larger_second_pass(a1111, upscaler):
     answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", "seed": 3, **SMALL, "enable_hr": True,
-                                               "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+                                               "hr_scale": 1.5, "hr_upscaler": upscaler, "hr_second_pass_steps": 2,
                                                "denoising_strength": 0.5})
     assert answer.status_code == 200, answer.text[:500]
     image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
     assert image.size == (384, 384)
-    bad = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", **SMALL, "enable_hr": True, "hr_scale": 50})
-    assert bad.status_code == 422 and bad.json()["field"].startswith("hr_scale"), bad.text[:300]
+    stored = written_parameters(image)
+    assert {key: stored[key] for key in ("hires_upscale", "hires_upscaler", "hires_steps", "hires_denoising_strength")
+            } == {"hires_upscale": 1.5, "hires_upscaler": upscaler, "hires_steps": 2, "hires_denoising_strength": 0.5}
+    assert "Hires upscaler: " + upscaler in image.info["parameters"]
+
+
+def test_hires_resize_fields_give_the_factor(a1111):
+    answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", "seed": 3, **SMALL, "enable_hr": True,
+                                               "hr_resize_x": 512, "hr_second_pass_steps": 2})
+    assert answer.status_code == 200, answer.text[:500]
+    assert Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))).size == (512, 512)
+
+
+def test_a1111_package_does_not_import_gradio():
+    import subprocess
+    import sys
+
+    code = "import sys, kolors_app.a1111; print('gradio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+UNIT = {"module": "canny", "model": "Kolors-ControlNet-Canny"}
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("txt2img", {"enable_hr": True, "hr_scale": 50}, "hr_scale"),
+    ("txt2img", {"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, "hr_upscaler"),
+    ("txt2img", {"enable_hr": True, "hr_second_pass_steps": -1}, "hr_second_pass_steps"),
+    ("txt2img", {"enable_hr": True, "denoising_strength": 0}, "denoising_strength"),
+    ("txt2img", {"enable_hr": True, "hr_resize_x": 512, "hr_resize_y": 300}, "hr_resize_x"),
+    ("txt2img", {"prompt": "a fox <lora:missing:0.5>"}, "prompt"),
+    ("txt2img", {"prompt": "a fox <lora:tiny-style:9>"}, "prompt"),
+    ("txt2img", {"cn": {**UNIT, "module": "scribble"}}, "alwayson_scripts.controlnet.args[0].module"),
+    ("txt2img", {"cn": {**UNIT, "module": "none", "model": "sd15_scribble"}}, "alwayson_scripts.controlnet.args[0].model"),
+    ("txt2img", {"cn": {**UNIT, "weight": 5}}, "alwayson_scripts.controlnet.args[0].weight"),
+    ("txt2img", {"cn": {**UNIT, "guidance_start": 0.8, "guidance_end": 0.2}},
+     "alwayson_scripts.controlnet.args[0].guidance_end"),
+    ("txt2img", {"cn": {**UNIT, "threshold_a": "low"}}, "alwayson_scripts.controlnet.args[0].threshold_a"),
+    ("txt2img", {"cn": {**UNIT, "image": "not base64!"}}, "alwayson_scripts.controlnet.args[0].image"),
+    ("img2img", {"mask": "not base64!"}, "mask"),
+    ("img2img", {"mask": "MASK", "mask_blur": 100}, "mask_blur"),
+    ("img2img", {"mask": "MASK", "inpaint_full_res_padding": 999}, "inpaint_full_res_padding"),
+])
+def test_control_inpaint_hires_and_lora_errors_name_the_a1111_field(a1111, init_image, path, body, field):
+    body = dict(body)
+    if "cn" in body:
+        unit = {"image": b64(init_image), **body.pop("cn")}
+        body["alwayson_scripts"] = {"controlnet": {"args": [{"enabled": False}, unit]}}
+        field = field.replace("args[0]", "args[1]")  # the index as sent, also past a disabled unit
+    if body.get("mask") == "MASK":
+        body["mask"] = b64(init_image.convert("L"))
+    if path == "img2img":
+        body["init_images"] = [b64(init_image)]
+    answer = post(a1111, f"/sdapi/v1/{path}", {"prompt": "x", **SMALL, **body})
+    assert answer.status_code == 422, answer.text[:500]
+    assert answer.json()["field"] == field and answer.json()["detail"].startswith(field), answer.json()

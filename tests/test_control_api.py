@@ -191,3 +191,15 @@ def test_the_api_inpaints_with_defaults_and_takes_control_units(client, tmp_path
                        api_name="/text_to_image")
     with pytest.raises(Exception, match="mask: an image is required"):
         client.predict("a cat", "", 256, 256, 2, 6.0, "Euler", 3, 1, image=handle_file(image), api_name="/inpaint")
+
+
+def test_the_readmes_control_examples_run_as_written(live_app):
+    from test_readme_api import code_blocks, run_example
+
+    block = next(code for code in code_blocks("python") if "/inpaint" in code)
+    # As written but for the steps: the default 25/50 steps of three runs take minutes on a shared CPU.
+    found = run_example(block.replace("api_name=", "num_inference_steps=2, api_name="), live_app, None)
+    assert found["info"]["images"][0]["control_type_2"] == "depth"
+    assert [item["caption"] for item in found["images"]] == ["seed " + str(found["info"]["images"][0]["seed"]),
+                                                              "control map 1 (canny)", "control map 2 (depth)"]
+    assert Image.open(found["statue"]["image"]).size == (768, 512)

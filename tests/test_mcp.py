@@ -47,7 +47,7 @@ def session_call(url: str, action):
 
 def test_tools_are_the_generate_actions_with_docs_for_agents(mcp_url):
     tools = {tool.name: tool for tool in session_call(mcp_url, lambda s: s.list_tools()).tools}
-    assert set(tools) == {"text_to_image", "image_to_image", "ip_adapter"}
+    assert set(tools) == {"text_to_image", "image_to_image", "ip_adapter", "inpaint"}
     t2i = tools["text_to_image"]
     assert "Chinese or English" in t2i.description and "multiples of 8" in t2i.description
     properties = t2i.inputSchema["properties"]
@@ -55,6 +55,9 @@ def test_tools_are_the_generate_actions_with_docs_for_agents(mcp_url):
     assert "-1 for a random seed" in properties["seed"]["description"]
     assert t2i.inputSchema.get("required", []) == ["prompt"]
     assert "reference" in tools["ip_adapter"].inputSchema["properties"]["ip_adapter_image"]["description"]
+    assert "white = repaint" in tools["inpaint"].inputSchema["properties"]["mask"]["description"]
+    for tool in tools.values():  # every tool tells an agent what the model is good at and its limits
+        assert "bilingual" in tool.description and "multiples of 8" in tool.description, tool.name
 
 
 def test_generate_an_image_answered_as_image_content(mcp_url):

@@ -65,3 +65,11 @@ def test_the_mcp_configuration_names_the_served_path(readme_app):
         "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
         headers={"accept": "application/json, text/event-stream"})
     assert answer.status_code == 200, answer.text
+
+
+def test_every_ignored_a1111_field_is_listed():
+    from kolors_app.a1111.payloads import IGNORED_FIELDS
+
+    section = api_section()
+    paragraph = section[section.index("**Accepted and ignored**"):].split("\n\n")[0]
+    assert set(IGNORED_FIELDS) <= set(re.findall(r"`(\w+)`", paragraph))

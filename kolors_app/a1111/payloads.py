@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -18,7 +16,6 @@ from ..params import ValidationError
 from ..schedulers import SCHEDULER_NAMES
 
 MODEL_TITLE = "Kolors"
-LORA_PATTERN = re.compile(r"<(?:lora|lyco):[^>]*>", re.IGNORECASE)
 # A1111 schedule types ("scheduler" since v1.9) that have a meaning here; the others are refused, not ignored.
 SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # Accepted and ignored: they make no sense for Kolors (or for this server). The README lists them.
@@ -35,7 +32,8 @@ IGNORED_FIELDS = (
 A1111_NAMES = {"num_inference_steps": "steps", "guidance_scale": "cfg_scale", "num_images": "batch_size",
                "strength": "denoising_strength", "scheduler": "sampler_name", "image": "init_images",
                "hires": "enable_hr", "hires_upscale": "hr_scale", "hires_steps": "hr_second_pass_steps",
-               "hires_upscaler": "hr_upscaler", "hires_denoising_strength": "denoising_strength"}
+               "hires_upscaler": "hr_upscaler", "hires_denoising_strength": "denoising_strength",
+               "inpaint_padding": "inpaint_full_res_padding", "loras": "prompt"}
 
 
 class Txt2Img(BaseModel):
@@ -83,25 +81,18 @@ class Img2Img(Txt2Img):
     inpainting_mask_invert: int = 0
 
 
-class NotAvailable(Exception):
-    """A field asks for a feature this server does not have (yet): HTTP 501 naming the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+# A control unit's attribute (the core's control_<attribute>[_N]) -> the sd-webui-controlnet unit field.
+UNIT_FIELDS = {"scale": "weight", "start": "guidance_start", "end": "guidance_end", "low_threshold": "threshold_a",
+               "high_threshold": "threshold_b", "image": "image", "type": "model", "preprocess": "module"}
 
 
-def optional_module(name: str):
-    """kolors_app.<name> when that feature is installed in this app, else None."""
-    try:
-        return importlib.import_module(f"kolors_app.{name}")
-    except ModuleNotFoundError:
-        return None
-
-
-def a1111_error(error: ValidationError) -> ValidationError:
-    """The same error, naming the field as the A1111 caller spelled it."""
+def a1111_error(error: ValidationError, unit_indexes: list[int] = ()) -> ValidationError:
+    """The same error, naming the field as the A1111 caller spelled it (`unit_indexes`: each core unit's args index)."""
     name = A1111_NAMES.get(error.field, error.field)
+    for core_index, index in enumerate(unit_indexes):
+        for attribute, unit_field in UNIT_FIELDS.items():
+            if error.field == params.control_name(attribute, core_index):
+                name = f"alwayson_scripts.controlnet.args[{index}].{unit_field}"
     message = str(error).split(": ", 1)[1] if ": " in str(error) else str(error)
     return ValidationError(name, message)
 
@@ -138,7 +129,7 @@ def decode_image(value: Any, field_name: str, limits: Limits):
 
 
 def check_unsupported(body: Txt2Img, saving: bool) -> None:
-    """Refuse, before any model work, what cannot be honoured: a script, an unknown sampler, a missing feature."""
+    """Refuse, before any model work, what cannot be honoured: a script, another model, saving where it is off."""
     if body.script_name:
         raise ValidationError("script_name", f"scripts are not available here; got {body.script_name!r}")
     for name, script in body.alwayson_scripts.items():
@@ -151,10 +142,6 @@ def check_unsupported(body: Txt2Img, saving: bool) -> None:
     checkpoint = (body.override_settings or {}).get("sd_model_checkpoint")
     if checkpoint not in (None, "", MODEL_TITLE):
         raise ValidationError("override_settings.sd_model_checkpoint", f"must be {MODEL_TITLE!r}; got {checkpoint!r}")
-    if body.enable_hr and optional_module("hires") is None:
-        raise NotAvailable("enable_hr", "the hires fix is not available on this server yet")
-    if LORA_PATTERN.search(body.prompt) and optional_module("lora") is None:
-        raise NotAvailable("prompt", "<lora:...> is not available on this server yet")
 
 
 def enabled_units(body: Txt2Img) -> list[tuple[int, dict]]:
@@ -176,42 +163,34 @@ def core_fields(body: Txt2Img, scheduler: str, seed: int) -> dict[str, Any]:
                 num_images=body.batch_size)
 
 
-def core_has(part: str) -> bool:
-    """Whether the core generates with this part ("controls" or "mask") on this server yet.
-
-    The Control issue's request has the parts before their pipelines: until then generate() refuses them with
-    "not available in this version yet", which this reads (a stopgap that ends with that line).
-    """
-    import inspect
-
-    from .. import generation
-
-    return "not available in this version yet" not in inspect.getsource(generation.generate)
-
-
 def build_request(body: Txt2Img, scheduler: str, seed: int, limits: Limits):
-    """The app's own request for one iteration of an A1111 body; raises ValidationError or NotAvailable."""
+    """The app's own request for one iteration of an A1111 body (`<lora:...>` in the prompt: the core reads them)."""
     request = params.GenerationRequest(**core_fields(body, scheduler, seed))
     if body.enable_hr and not isinstance(body, Img2Img):
-        # The hires fix of the Creative issue; `<lora:...>` tags in the prompt are read by the core itself.
-        request.hires = {"upscale": body.hr_scale, "upscaler": body.hr_upscaler or "Latent",
+        request.hires = {"upscale": hires_scale(body), "upscaler": body.hr_upscaler or "Latent",
                          "steps": body.hr_second_pass_steps,
                          "denoising_strength": 0.7 if body.denoising_strength is None else body.denoising_strength}
-    units = enabled_units(body)
-    if units and not core_has("controls"):
-        raise NotAvailable("alwayson_scripts.controlnet", "ControlNet is not available on this server yet")
-    init = None
     if isinstance(body, Img2Img):
         if not body.init_images:
             raise ValidationError("init_images", "at least one image is required")
         init = decode_image(body.init_images[0], "init_images", limits)
         request.init = params.InitImage(init, body.denoising_strength)
         if body.mask:
-            if not core_has("mask"):
-                raise NotAvailable("mask", "inpainting is not available on this server yet")
             request.inpaint = inpaint_part(body, init, limits)
-    request.controls = [control_unit(unit, index, limits) for index, unit in units]
+    request.controls = [control_unit(unit, index, limits) for index, unit in enabled_units(body)]
     return request
+
+
+def hires_scale(body: Txt2Img) -> float:
+    """hr_scale, or the factor that hr_resize_x / hr_resize_y ask for (one factor: the aspect ratio is kept)."""
+    if not (body.hr_resize_x or body.hr_resize_y):
+        return body.hr_scale
+    factors = {round(size / base, 4) for size, base in ((body.hr_resize_x, body.width), (body.hr_resize_y, body.height))
+               if size}
+    if len(factors) > 1:
+        raise ValidationError("hr_resize_x", f"{body.hr_resize_x}x{body.hr_resize_y} changes the aspect ratio of "
+                                             f"{body.width}x{body.height}; give one of them, or hr_scale")
+    return factors.pop()
 
 
 def inpaint_part(body: Img2Img, init, limits: Limits):
@@ -247,13 +226,21 @@ def control_type_of(model: str, module: str, field_name: str) -> str:
     raise ValidationError(f"{field_name}.model", f"must name a Kolors ControlNet (canny, depth, pose); got {model!r}")
 
 
+def unit_number(unit: dict, key: str, default: float, name: str) -> float:
+    """A number field of a ControlNet unit (-1, webuiapi's "unset", means the default)."""
+    value = unit.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{name}.{key}", f"must be a number, got {value!r}")
+    return default if value == -1 else float(value)
+
+
 def control_unit(unit: dict, index: int, limits: Limits):
     """One sd-webui-controlnet unit as the core's ControlUnit."""
     name = f"alwayson_scripts.controlnet.args[{index}]"
     module = str(unit.get("module") or "none")
     kind = control_type_of(str(unit.get("model") or ""), module, name)
-    low, high = unit.get("threshold_a", 100), unit.get("threshold_b", 200)
-    if module == "canny" and (not 0 <= float(low) <= 255 or float(low) == 64 == float(high)):
+    low, high = (unit_number(unit, key, default, name) for key, default in (("threshold_a", 100), ("threshold_b", 200)))
+    if module == "canny" and (not 0 <= low <= 255 or low == 64 == high):
         low, high = 100, 200  # webuiapi's default 64/64 are no canny thresholds; A1111's canny uses 100/200
     return params.ControlUnit(type=kind, image=decode_image(unit.get("image") or unit.get("input_image"),
                                                             f"{name}.image", limits),

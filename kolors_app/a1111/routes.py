@@ -17,15 +17,17 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError as PydanticError
 
+from ..creative import tools_for
 from ..generation import RunControl, batch_seeds
 from ..metadata import format_parameters, read_image_parameters, split_parameters
 from ..params import MAX_SEED, ValidationError, concrete_seed, validate
 from ..quotas import check_work, resolve
 from ..result_files import encode_png
 from ..schedulers import SCHEDULER_NAMES
+from ..upscalers import LATENT
 from .jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
-from .payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, NotAvailable, Txt2Img, a1111_error,
-                       build_request, check_unsupported, core_has, optional_module, scheduler_for)
+from .payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, Txt2Img, a1111_error, build_request,
+                       check_unsupported, enabled_units, scheduler_for)
 
 log = logging.getLogger(__name__)
 # A body holds at most a few images of --max-upload-bytes each, base64-encoded (4/3 larger).
@@ -89,10 +91,13 @@ def info_json(body: Txt2Img, seeds: list[int], images: list, job: Job) -> str:
     }, ensure_ascii=False)
 
 
-def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRouter:
-    """Every A1111 route, bound to the app's context (settings, manager, outputs)."""
-    from ..ui.runner import public_message
+def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0,
+                 public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
+                 ) -> APIRouter:
+    """Every A1111 route, bound to the app's context (settings, manager, outputs, generate()).
 
+    `public_message` is what a caller may see of a failed run (the app passes the page's own wording).
+    """
     settings, limits = ctx.settings, ctx.settings.limits
     board = JobBoard(settings.queue_size, waiting_elsewhere)
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
@@ -148,35 +153,25 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
             if body.seed != -1 and not 0 <= body.seed <= MAX_SEED:
                 raise ValidationError("seed", f"must be -1 (random) or from 0 to {MAX_SEED}, got {body.seed}")
             seeds = batch_seeds(concrete_seed(None if body.seed == -1 else body.seed), body.n_iter * body.batch_size)
+            unit_indexes = [index for index, _unit in enabled_units(body)]
         except ValidationError as error:  # these already name the A1111 field
             return error_response(422, "Invalid input", str(error), error.field)
-        except NotAvailable as error:
-            return error_response(501, "Not available yet", str(error), error.field)
         try:
             requests = [validate(build_request(body, scheduler, seeds[number * body.batch_size], limits), limits)
                         for number in range(body.n_iter)]
             for checked in requests:
                 check_work(checked, resolve(settings))  # the same work budget as the page's
-        except ValidationError as error:
-            error = a1111_error(error)
-            return error_response(422, "Invalid input", str(error), error.field)
-        except NotAvailable as error:
-            return error_response(501, "Not available yet", str(error), error.field)
-        try:
             return await anyio.to_thread.run_sync(run_job, body, requests, seeds)
         except QueueFull as error:
             return error_response(503, "Queue is full", str(error))
-        except ValidationError as error:
-            if "not available" in str(error):  # the core has the part but not its pipeline yet
-                name = {"controls": "alwayson_scripts.controlnet"}.get(error.field, error.field)
-                return error_response(501, "Not available yet", f"{name}: not available on this server yet", name)
-            error = a1111_error(error)
+        except ValidationError as error:  # also the core's own checks (LoRA and upscaler names) before model work
+            error = a1111_error(error, unit_indexes)
             return error_response(422, "Invalid input", str(error), error.field)
         except Exception as error:  # logged in full for the operator, short for the caller
             log.error("A1111 API generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
             error.__traceback__ = None
             ctx.manager.release_memory()
-            return error_response(500, type(error).__name__, public_message(error, settings))
+            return error_response(500, type(error).__name__, public_message(error))
 
     @router.post("/sdapi/v1/txt2img")
     async def txt2img(request: Request):
@@ -248,15 +243,25 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
 
     @router.get("/sdapi/v1/upscalers")
     def upscalers():
-        names = ["Latent"] if optional_module("hires") else []
-        return [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 1}] + [
-            {"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": 4} for name in names]
+        """The pixel upscalers for hr_upscaler (the upscaler folder's models after Lanczos); no server paths."""
+        library = tools_for(ctx.manager).upscalers
+        return [{"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": None}
+                for name in library.names(latent=False)]
+
+    @router.get("/sdapi/v1/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": LATENT}]
 
     @router.get("/sdapi/v1/loras")
     def loras():
-        module = optional_module("lora")
-        listing = getattr(module, "list_loras", None) if module else None
-        return [{"name": name, "alias": name, "path": None, "metadata": {}} for name in (listing() if listing else [])]
+        """The LoRA folder's LoRAs, by the name `<lora:name:weight>` takes; no server paths."""
+        return [{"name": name, "alias": name, "path": None, "metadata": {}}
+                for name in tools_for(ctx.manager).loras.names()]
+
+    @router.post("/sdapi/v1/refresh-loras")
+    def refresh_loras():
+        tools_for(ctx.manager).loras.refresh()
+        return None
 
     @router.get("/sdapi/v1/scripts")
     def scripts():
@@ -277,7 +282,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0) -> APIRo
 
     @router.get("/controlnet/model_list")
     def controlnet_models():
-        return {"model_list": list(CONTROLNET_MODELS) if core_has("controls") else []}
+        return {"model_list": list(CONTROLNET_MODELS)}
 
     @router.get("/controlnet/module_list")
     def controlnet_modules():

@@ -32,7 +32,7 @@ GPU_QUEUE = "gpu"
 IMAGE_INPUT = {"type": "filepath", "image_mode": None}
 # How image-to-image brings the init image to the generation size (A1111's resize modes).
 RESIZE_MODES = ("crop", "fit", "stretch")
-LINE_SECONDS = 0.25  # the progress line changes at most four times a second
+LINE_SECONDS = 0.5  # the progress line changes at most twice a second (each update costs, see bench/api.py)
 
 
 @dataclass
@@ -172,10 +172,10 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
                 shown_at = now
                 yield ([(frame.image, tr(lang, "caption_preview", step=frame.step))], skip, line, skip, skip, skip)
             elif now - shown_at >= LINE_SECONDS or frame.kind == "wait":
+                # Only yields that show something: each costs gradio an update of every output (bench/api.py),
+                # and a closed (cancelled) run still ends within LINE_SECONDS.
                 shown_at = now
                 yield skip, skip, line, skip, skip, skip
-            else:
-                yield skip, skip, skip, skip, skip, skip
     except gr.Error as error:
         gr.Warning(error.message, title=error.title or tr(lang, "title_error"))
         yield skip, skip, "⚠️ " + error.message, skip, skip, skip

@@ -271,7 +271,11 @@ NAMES = {
 }
 # The manager's status line is technical; its plain words have a Chinese form.
 STATUS_ZH = [(re.compile(r"^not loaded"), "未加载"), (re.compile(r"^downloading "), "正在下载 "),
-             (re.compile(r"^loading IP-Adapter "), "正在加载 IP-Adapter "), (re.compile(r"^loading "), "正在加载 "),
+             (re.compile(r"^loading IP-Adapter "), "正在加载 IP-Adapter "),
+             (re.compile(r"loading the depth estimator"), "正在加载深度估计模型"),
+             (re.compile(r"loading the pose estimator"), "正在加载姿态估计模型"),
+             (re.compile(r"ControlNet depth\b"), "ControlNet 深度"), (re.compile(r"ControlNet pose\b"), "ControlNet 姿态"),
+             (re.compile(r"ControlNet canny\b"), "ControlNet Canny"), (re.compile(r"^loading "), "正在加载 "),
              (re.compile(r"^load failed: "), "加载失败："), (re.compile(r" of (?=[\d.]+ GB)"), " / "),
              (re.compile(r" · last run peak "), " · 上次峰值 "),
              (re.compile(r"\bplan (\S+): "), r"方案 \1："), (re.compile(r"everything on the CPU"), "全部在 CPU 上"),

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..image_guard import open_image
-from ..images import check_pixels, read_allowed_file
+from ..images import check_pixels, header_size, read_allowed_file
 from ..params import INPAINT_AREAS, INPAINT_MODELS, OUTPAINT_SIDES, ValidationError
 from .api_endpoints import inpaint_request
 from .control_units import control_accordion
@@ -49,12 +49,16 @@ def painted_mask(ctx: AppContext, editor, size: tuple[int, int], lang: str = "en
     return mask if mask.size == size else mask.resize(size, Image.Resampling.NEAREST)
 
 
-def editor_background(value):
-    """The uploaded image becomes the editor's background, with no strokes; no image, an empty editor."""
+def editor_background(limits, value):
+    """The uploaded image becomes the editor's background, on a canvas of its size (so that strokes line up)."""
     path = (value.get("path") or value.get("url")) if isinstance(value, dict) else value
     if not path:
-        return None
-    return {"background": path, "layers": [], "composite": path}
+        return gr.ImageEditor(value=None)
+    try:
+        size = header_size(path, limits, allowed_roots=[gr.utils.get_upload_folder()])
+    except (ValidationError, TypeError):  # unreadable: the generate handler reports it properly
+        return gr.skip()
+    return gr.ImageEditor(value={"background": path, "layers": [], "composite": path}, canvas_size=tuple(size))
 
 
 def inpaint_tab(ctx: AppContext) -> GenerationTab:
@@ -97,7 +101,7 @@ def inpaint_tab(ctx: AppContext) -> GenerationTab:
                         units=units, restored={f"outpaint_{side}": box for side, box in zip(OUTPAINT_SIDES, sides)})
     image.upload(lambda path: size_of_upload(path, limits), image, [controls.width, controls.height, controls.aspect],
                  queue=False, api_visibility="private")
-    image.change(editor_background, image, editor, queue=False, preprocess=False, show_progress="hidden",
+    image.change(lambda value: editor_background(limits, value), image, editor, queue=False, preprocess=False, show_progress="hidden",
                  api_visibility="private")
     tab.examples = _examples(controls, "inpaint")
 

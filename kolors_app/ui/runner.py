@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 # clock, so that a fast GPU run is not slowed by messages (bench/README.md measures their cost).
 UPDATE_SECONDS = 0.2
 PREVIEW_SECONDS = 1.0
-# The page: a preview at most twice a second (where the user looks, beside the progress line).
-PAGE_PREVIEW_SECONDS = 0.5
+# The page: a preview at most once a second (each costs gradio an update of every output; bench/api.py).
+PAGE_PREVIEW_SECONDS = 1.0
 # Download names: a number and the seed, then a few words of the prompt.
 SLUG_CHARS = 32
 _numbers = itertools.count(1)

@@ -10,7 +10,7 @@ LATIN_ALLOWED = {
     "Kolors", "IP-Adapter", "CFG", "PNG", "JSON", "AUTOMATIC1111", "A1111", "IndexedDB", "Ctrl", "Enter", "it/s",
     "ETA", "U-Net", "VAE", "cpu", "cuda", "mps", "float32", "float16", "bfloat16", "tiny", "Euler", "DPM", "Karras",
     "SDE", "EDM", "UniPC", "DDIM", "te", "gpu", "bit", "offload", "sequential", "model", "CPU", "GPU", "GB", "GiB",
-    "LoRA", "lora", "ChatGLM", "ControlNet", "Latent", "Lanczos", "X/Y/Z", "X", "Y", "Z",
+    "LoRA", "lora", "ChatGLM", "ControlNet", "Canny", "Latent", "Lanczos", "X/Y/Z", "X", "Y", "Z",
 }
 
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 TABS = {"text_to_image": ("Text to image", "文生图"), "image_to_image": ("Image to image", "图生图"),
-        "ip_adapter": ("IP-Adapter", "参考图 IP-Adapter"), "history": ("History", "历史记录"),
+        "ip_adapter": ("IP-Adapter", "参考图 IP-Adapter"), "inpaint": ("Inpaint", "局部重绘"),
+        "history": ("History", "历史记录"),
         "png_info": ("PNG info", "图片信息")}
 
 
