@@ -196,6 +196,9 @@ def test_send_to_carries_prompt_seed_and_size_and_history_restores_the_init_imag
     expect(page.locator("#ip_adapter-seed input")).to_have_value("11")
 
     # The image-to-image entry of the history brings its init image back (the next Generate works).
+    # The page saves a run in the browser after it shows it: wait for both entries before reloading.
+    open_tab(page, "History")
+    expect(page.locator("#history-grid .kh-card")).to_have_count(2)
     page.reload()
     page.locator("#text_to_image-generate").wait_for()
     open_tab(page, "History")
