@@ -75,7 +75,9 @@ VISIBLE_TEXT = """() => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   while (walker.nextNode()) {
     const node = walker.currentNode, text = node.textContent.trim(), el = node.parentElement;
-    if (!text || !visible(el) || el.closest("script, style, textarea")) continue;
+    // .sr-only: gradio's screen-reader announcer, off screen. It says the raw key "common.complete" after an
+    // event in every language (gradio has no such key); a sighted user never sees it.
+    if (!text || !visible(el) || el.closest("script, style, textarea, .sr-only")) continue;
     out.push({text, id: (el.closest("[id]") || {}).id || "", example: !!el.closest("[id$='-examples'] td")});
   }
   document.querySelectorAll("input[placeholder], textarea[placeholder]").forEach((el) => {
