@@ -14,7 +14,7 @@ import httpx
 import pytest
 from attack_files import exif_block, image_with_exif, jpeg_many_scans, png_without_text, tiff_exif_bomb, \
     tiff_page_chain
-from gradio_http import SMALL, Raw, assert_short_public_message, stop_process
+from gradio_http import NO_CONTROL, NO_CREATIVE, SMALL, Raw, assert_short_public_message, small, stop_process
 from image_bytes import encoded
 from PIL import Image
 
@@ -121,11 +121,11 @@ def app(start_app):
 
 def test_bombs_against_the_running_app(app):
     process, raw = app
-    assert "error" not in raw.queued("text_to_image", SMALL)["output"]  # warm: model loaded
+    assert "error" not in raw.queued("text_to_image", small())["output"]  # warm: model loaded
     before = rss_mb(process.pid)
     for name, make in BOMBS.items():
         payload = raw.upload(f"{name}.png", make())  # PNG info accepts these names; the bytes decide
-        error = raw.error_of("image_to_image", [*SMALL, payload, 0.7])
+        error = raw.error_of("image_to_image", [*SMALL, payload, 0.7, *NO_CONTROL, *NO_CREATIVE[:1]])
         assert error.startswith("image:") and WHAT[name] in error, (name, error)
         assert_short_public_message(error)
         # PNG info answers with a warning toast naming the field.

@@ -116,7 +116,7 @@ def test_uploads_quota_and_cache_cap(app):
 
 def test_a_full_outputs_disk_never_costs_the_images(app):
     _process, url, home = app
-    message = Visitor(url, "10.0.0.3").queued("text_to_image", SMALL)
+    message = Visitor(url, "10.0.0.3").queued("text_to_image", small())
     assert message["success"] is True, message
     assert message["output"]["data"][0], "the gallery is empty"
     assert not list((home / "outputs").rglob("*.png"))
