@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
+from page_controls import open_visitors
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Quiet and offline: no sandbox (CI runs as root), no GPU, nothing phoning home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-VIEWPORT = {"width": 1280, "height": 900}
 
 
 @pytest.fixture(scope="session")
@@ -25,21 +25,8 @@ def browser():
 
 @pytest.fixture
 def visitor(browser, live_app):
-    """Opens the app for a new visitor (a fresh browser context: own cookies and storage); returns the page."""
-    contexts = []
-
-    def open_app(locale: str = "en-US"):
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True, locale=locale)
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(live_app)
-        page.locator("#text_to_image-generate").wait_for()
-        return page
-
-    yield open_app
-    for context in contexts:
-        context.close()
+    """Opens the app for a new visitor; returns the page."""
+    yield from open_visitors(browser, live_app)
 
 
 @pytest.fixture

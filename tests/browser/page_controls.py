@@ -4,6 +4,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
+VIEWPORT = {"width": 1280, "height": 900}
+
 RUN_TIMEOUT = 90_000  # ms; a 2-step 256 px run takes about a second, more on a busy CI machine
 # Text a user reads as UI in the zh-CN page may still hold these: names, units, formats, keys.
 LATIN_ALLOWED = {
@@ -99,3 +101,21 @@ def untranslated(page: Page) -> list[str]:
         if leftover:
             found.append(f"#{item['id']}: {item['text'][:80]}")
     return found
+
+
+def open_visitors(browser, url: str):
+    """Yields a function that opens `url` for a new visitor (a fresh browser context: own cookies and storage)."""
+    contexts = []
+
+    def open_app(locale: str = "en-US"):
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True, locale=locale)
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(url)
+        page.locator("#text_to_image-generate").wait_for()
+        return page
+
+    yield open_app
+    for context in contexts:
+        context.close()

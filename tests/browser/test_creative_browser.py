@@ -16,13 +16,12 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from kolors_app.metadata import read_image_parameters
-from page_controls import (RUN_TIMEOUT, assert_no_error_badge, generate, open_tab, prepare, results, set_number,
-                           text_box, toast, untranslated)
+from page_controls import (RUN_TIMEOUT, assert_no_error_badge, generate, open_tab, open_visitors, prepare, results,
+                           set_number, text_box, toast, untranslated)
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                                 reason="/usr/bin/chromium is missing (apt-get install chromium; .ci/run installs it)")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +42,7 @@ def creative_app(start_app, hf_cache, tmp_path_factory):
 
 @pytest.fixture
 def visit(browser, creative_app):
-    contexts = []
-
-    def open_page(locale: str = "en-US") -> Page:
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True, locale=locale)
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(creative_app)
-        page.locator("#text_to_image-generate").wait_for()
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
+    yield from open_visitors(browser, creative_app)
 
 
 def screenshot(page: Page, name: str) -> None:
