@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import math
 import re
 import threading
 import urllib.parse
@@ -136,8 +137,9 @@ class Gatekeeper:
     async def _login(self, scope, receive, send, address: str):
         wait = self.logins.wait(address)
         if wait > 0:
-            await answer(send, 429, f"Too many wrong passwords; try again in {wait:.0f} s.",
-                         [(b"retry-after", str(max(1, round(wait))).encode())])
+            seconds = max(1, math.ceil(wait))  # rounded up: trying again after Retry-After must be allowed
+            await answer(send, 429, f"Too many wrong passwords; try again in {seconds} s.",
+                         [(b"retry-after", str(seconds).encode())])
             return
         status = {}
 
