@@ -1,11 +1,15 @@
 """The API's overhead: what a request to the served app costs beyond the bare diffusers call, and the page's updates.
 
 `python -m bench.api [--sizes 512 1024] [--pairs 8] [--model tiny]`: the production launch() in this process;
-each round runs, in shuffled order, the bare diffusers call on the same model files, gradio_client's call of
-`/text_to_image` (programs) and of `/text_to_image_live` (the page's event, with progress and previews),
-each with a new prompt so that the text encoder runs. Extra time = a request's wall time at the client less
-the bare call's of the same round (also in this process's CPU time, which other processes barely move).
-The table shows medians and ranges. Also: PNG encoding of a 1024 px photo at the zlib levels that matter.
+each round runs, in shuffled order, the bare diffusers call on the same model files and these requests, each
+with a new prompt so that the text encoder runs:
+- `/text_to_image` over gradio's HTTP protocol as any program speaks it (join, the SSE stream, the PNG);
+- the same endpoint through gradio_client (which adds its own polling, about 50 ms a message);
+- AUTOMATIC1111's `/sdapi/v1/txt2img` (one POST, the PNG inline);
+- `/text_to_image_live` through gradio_client: the page's event, with progress and previews.
+Extra time = a request's wall time at the client less the bare call's of the same round (also in this
+process's CPU time, which other processes barely move). The table shows medians and ranges. Also: PNG
+encoding of a 1024 px photo, Pillow's against ours (kolors_app/png_encoder.py).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def served(settings):
     home = Path(tempfile.mkdtemp(prefix="kolors-bench-api-"))
     os.environ["GRADIO_TEMP_DIR"] = str(home / "gradio")
     port = free_port()
-    app, _ctx = launch(dataclasses.replace(settings, port=port, outputs_dir=home / "outputs", save_outputs=True),
-                       prevent_thread_lock=True, quiet=True)
+    app, _ctx = launch(dataclasses.replace(settings, port=port, outputs_dir=home / "outputs", save_outputs=True,
+                                           api=True), prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/", app
     finally:
@@ -104,7 +108,54 @@ def bare_call(folder: Path, size: int):
 def page_defaults(app, endpoint: str) -> list:
     """The page's own values for an event's inputs after the nine request settings (ControlNet units off...)."""
     fn = next(fn for fn in app.fns.values() if fn.api_name == endpoint.lstrip("/"))
-    return [block.value for block in fn.inputs[9:]] if endpoint.endswith("_live") else []
+    return [block.value for block in fn.inputs[9:]]
+
+
+class RawClient:
+    """gradio's HTTP protocol for one endpoint, as a program speaks it: join the queue, read the SSE stream
+    to its result, fetch the PNG. One kept-alive connection, no polling."""
+
+    def __init__(self, url: str, app, endpoint: str):
+        import httpx
+
+        self.url, self.http = url.rstrip("/"), httpx.Client(timeout=300)
+        self.fn_index = next(index for index, fn in app.fns.items() if fn.api_name == endpoint.lstrip("/"))
+        self.rest = page_defaults(app, endpoint)
+
+    def predict(self, *values) -> bytes:
+        import uuid
+
+        session = uuid.uuid4().hex[:12]
+        joined = self.http.post(f"{self.url}/gradio_api/queue/join",
+                                json={"data": [*values, *self.rest], "fn_index": self.fn_index,
+                                      "session_hash": session})
+        joined.raise_for_status()
+        with self.http.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session}) as sse:
+            for line in sse.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    break
+        if not message.get("success"):
+            raise RuntimeError(message)
+        image = message["output"]["data"][0][0]["image"]
+        return self.http.get(image["url"]).content
+
+
+def a1111_call(url: str, size: int):
+    """AUTOMATIC1111's txt2img: one POST; the answer carries the PNG in base64."""
+    import base64
+
+    import httpx
+
+    http = httpx.Client(timeout=300)
+
+    def call(prompt, seed):
+        answer = http.post(f"{url}sdapi/v1/txt2img", json={
+            "prompt": prompt, "width": size, "height": size, "steps": STEPS, "cfg_scale": 5.0,
+            "sampler_name": "Euler", "seed": seed})
+        answer.raise_for_status()
+        return base64.b64decode(answer.json()["images"][0])
+    return call
 
 
 def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
@@ -120,15 +171,22 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
     bare = bare_call(folder, size)
     with served(settings) as (url, app), timed_pipeline_calls() as spent:
         client = Client(url, verbose=False, httpx_kwargs={"timeout": 300})  # a busy machine answers slowly
-        rest = {endpoint: page_defaults(app, endpoint) for endpoint in ("/text_to_image", "/text_to_image_live")}
+        live = page_defaults(app, "/text_to_image_live")
+        raw, a1111 = RawClient(url, app, "/text_to_image"), a1111_call(url, size)
 
         def call(endpoint, prompt, seed):
+            values = (prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1)
             if endpoint == "bare":
                 return bare(prompt, seed)
-            return client.predict(prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1, *rest[endpoint],
-                                  api_name=endpoint)
+            if endpoint == "http":
+                return raw.predict(*values)
+            if endpoint == "a1111":
+                return a1111(prompt, seed)
+            rest = live if endpoint.endswith("_live") else []
+            return client.predict(*values, *rest, api_name=endpoint)
 
-        endpoints = {"bare": "bare", "api": "/text_to_image", "ui": "/text_to_image_live"}
+        endpoints = {"bare": "bare", "api": "http", "gradio_client": "/text_to_image", "a1111": "a1111",
+                     "ui": "/text_to_image_live"}
         for name, endpoint in endpoints.items():  # warm-up: loading, first-call costs
             call(endpoint, f"{PROMPT} warm-up {name}", 0)
         walls = {name: [] for name in endpoints}
@@ -140,13 +198,13 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
             for name in order:
                 before = len(spent)
                 started, cpu = time.perf_counter(), time.process_time()
-                call(endpoints[name], f"{PROMPT} {number}", number + 1)  # a new prompt: the text encoder runs
+                call(endpoints[name], f"{PROMPT} {number} {name}", number + 1)  # a new prompt: the text encoder runs
                 walls[name].append(time.perf_counter() - started)
                 cpus[name].append(time.process_time() - cpu)
                 inside[name].append(sum(spent[before:]))
     result = {"size": size, "steps": STEPS, "rounds": rounds, "walls": walls, "cpus": cpus, "inside": inside,
               "bare": {"wall": spread(walls["bare"]), "cpu": spread(cpus["bare"])}}
-    for name in ("api", "ui"):
+    for name in ("api", "gradio_client", "a1111", "ui"):
         extra = [wall - base for wall, base in zip(walls[name], walls["bare"])]
         ratio = [wall / base for wall, base in zip(walls[name], walls["bare"])]
         cpu_extra = [cpu - base for cpu, base in zip(cpus[name], cpus["bare"])]
@@ -158,31 +216,42 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
                         "ratio": round(statistics.median(ratio), 4),
                         "ratio_range": [round(min(ratio), 4), round(max(ratio), 4)],
                         "cpu_ratio": round(statistics.median(cpu_ratio), 4)}
-    page = [(ui - api) / api for ui, api in zip(walls["ui"], walls["api"])]
-    page_cpu = [(ui - api) / api for ui, api in zip(cpus["ui"], cpus["api"])]
+    # The page's event against the same endpoint through the same client: what progress and previews cost.
+    page = [(ui - api) / api for ui, api in zip(walls["ui"], walls["gradio_client"])]
+    page_cpu = [(ui - api) / api for ui, api in zip(cpus["ui"], cpus["gradio_client"])]
     result["page_cost"] = {"percent": round(statistics.median(page) * 100, 2),
                            "range": [round(min(page) * 100, 2), round(max(page) * 100, 2)],
                            "cpu_percent": round(statistics.median(page_cpu) * 100, 2)}
     return result
 
 
-def measure_png(repeats: int = 5) -> list[dict]:
-    """PNG encoding of a 1024 px photo at the levels that matter: time and size."""
+def measure_png(repeats: int = 7) -> list[dict]:
+    """PNG encoding of a photo at 512 and 1024 px: Pillow at the levels that matter and ours; time and size."""
     from PIL import Image
 
-    image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))
-    rows = []
-    for label, options in [("level 6 (PIL default)", {}), ("level 1", {"compress_level": 1}),
-                           ("level 1 + RLE (used)", {"compress_level": 1, "compress_type": 3}),
-                           ("level 0 (stored)", {"compress_level": 0})]:
-        seconds, size = [], 0
-        for _ in range(repeats):
+    from kolors_app.png_encoder import encode_png
+
+    def pillow(**options):
+        def encode(image):
             buffer = io.BytesIO()
-            started = time.perf_counter()
             image.save(buffer, "PNG", **options)
-            seconds.append(time.perf_counter() - started)
-            size = buffer.tell()
-        rows.append({"encoding": label, "ms": round(statistics.median(seconds) * 1e3, 1), "kB": size // 1024})
+            return buffer.getvalue()
+        return encode
+
+    rows = []
+    for size in (512, 1024):
+        image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((size, size))
+        for label, encode in [("Pillow, level 6 (its default)", pillow()),
+                              ("Pillow, level 1 + RLE (the last version)", pillow(compress_level=1, compress_type=3)),
+                              ("Pillow, level 0 (stored)", pillow(compress_level=0)),
+                              ("ours: Up filter, level 1, parallel pieces (used)", encode_png)]:
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                data = encode(image)
+                seconds.append(time.perf_counter() - started)
+            rows.append({"encoding": f"{size} px: {label}", "ms": round(statistics.median(seconds) * 1e3, 1),
+                         "kB": len(data) // 1024})
     return rows
 
 
@@ -194,7 +263,7 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
     from gradio import processing_utils
 
     from kolors_app.history import OutputStore
-    from kolors_app.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, png_bytes, save_png
+    from kolors_app.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, png_info, save_png
     from kolors_app.result_files import encode_png, write_served_png
 
     image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))
@@ -208,8 +277,9 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
         tagged.info[PARAMETERS_KEY] = format_parameters(parameters)
         tagged.info[JSON_KEY] = json_module.dumps(parameters, ensure_ascii=False)
         processing_utils.save_pil_to_cache(tagged, str(folder / "cache"), format="png")  # gradio: level 6
-        again = png_bytes(image, parameters, compress_level=6, compress_type=-1)  # the outputs copy, encoded again
-        save_png(None, parameters, folder / f"before-{time.monotonic_ns()}.png", data=again)
+        again = io.BytesIO()  # the outputs copy, encoded again
+        image.save(again, "PNG", pnginfo=png_info(parameters))
+        save_png(None, parameters, folder / f"before-{time.monotonic_ns()}.png", data=again.getvalue())
 
     def now():
         data = encode_png(image, parameters)
@@ -221,7 +291,7 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
 
     rows = []
     for label, call in (("before: gallery PNG (gradio, level 6) + outputs copy (encoded again), in the answer",
-                         before), ("now: one PNG (level 1 + RLE) written for the gallery, in the answer", now)):
+                         before), ("now: one PNG (png_encoder.py) written for the gallery, in the answer", now)):
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -238,18 +308,30 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
     return rows
 
 
+CLIENTS = {"api": "`/text_to_image`, gradio's HTTP protocol", "gradio_client": "`/text_to_image`, gradio_client",
+           "a1111": "`/sdapi/v1/txt2img`", "ui": "the page's `_live` event, gradio_client"}
+
+
 def format_results(results: dict) -> str:
     """The Markdown tables of bench/README.md."""
-    lines = ["| size | bare diffusers call | `/text_to_image`: extra (median, range) | ratio (median, range) "
-             "| CPU extra, CPU ratio | the page (`_live`) over `/text_to_image` |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| size | request | wall | extra over the bare call (median, range) | ratio (median, range) "
+             "| CPU extra, CPU ratio | beside the model |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for item in results["sizes"]:
-        row, page = item["api"], item["page_cost"]
-        lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | {item['bare']['wall']} "
-                     f"| {row['extra']} | {row['ratio']:.3f} ({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f})"
-                     f" | {row['cpu_extra']}, {row['cpu_ratio']:.3f} | {page['percent']:+.1f}% "
-                     f"({page['range'][0]:+.1f} to {page['range'][1]:+.1f}; CPU {page['cpu_percent']:+.1f}%) |")
-    lines += ["", "| PNG encoding, 1024 px photo | time | size |", "| --- | ---: | ---: |"]
+        lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | bare diffusers call "
+                     f"| {item['bare']['wall']} | | | | |")
+        for name, label in CLIENTS.items():
+            row = item[name]
+            lines.append(f"| | {label} | {row['wall']} | {row['extra']} "
+                         f"| {row['ratio']:.3f} ({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) "
+                         f"| {row['cpu_extra']}, {row['cpu_ratio']:.3f} | {row['beside_model']} |")
+    lines += ["", "| size | the page's progress and previews (`_live` over `/text_to_image`, both gradio_client) |",
+              "| --- | ---: |"]
+    for item in results["sizes"]:
+        page = item["page_cost"]
+        lines.append(f"| {item['size']} px | {page['percent']:+.1f}% ({page['range'][0]:+.1f} to "
+                     f"{page['range'][1]:+.1f}; CPU {page['cpu_percent']:+.1f}%) |")
+    lines += ["", "| PNG encoding, a photo | time | size |", "| --- | ---: | ---: |"]
     lines += [f"| {item['encoding']} | {item['ms']:.0f} ms | {item['kB']} kB |" for item in results["png"]]
     lines += ["", "| result path, one 1024 px image | time |", "| --- | ---: |"]
     lines += [f"| {item['path']} | {item['ms']:.0f} ms |" for item in results.get("result_path", [])]

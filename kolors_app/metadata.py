@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import math
 import numbers
@@ -20,14 +19,12 @@ from .config import Limits
 from .image_guard import exif_of, open_image
 from .images import DECODE_ERRORS
 from .control_infotext import control_pairs, read_control_labels
+from .png_encoder import encode_png
 from .params import MODEL_NAME, MODES, ValidationError, parameter_kinds
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
 PARAMETERS_KEY = "parameters"  # the A1111 text chunk
 JSON_KEY = "kolors_studio"  # our iTXt chunk: the request dict as JSON
-# zlib level 1 with the RLE strategy: about 6x faster than PIL's default level 6 on a 1024 px photo,
-# files within a few percent of its size (measured by bench/png.py).
-PNG_OPTIONS = {"compress_level": 1, "compress_type": 3}
 MAX_MODEL_CHARS = 200
 
 # Our request key ("size" is width x height) -> A1111 infotext label.
@@ -118,11 +115,9 @@ def png_info(params: dict[str, Any]) -> PngImagePlugin.PngInfo:
     return info
 
 
-def png_bytes(image: Image.Image, params: dict[str, Any], **options) -> bytes:
-    """The image as PNG bytes carrying both parameter chunks (PNG_OPTIONS unless `options` say otherwise)."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", pnginfo=png_info(params), **{**PNG_OPTIONS, **options})
-    return buffer.getvalue()
+def png_bytes(image: Image.Image, params: dict[str, Any]) -> bytes:
+    """The image as PNG bytes carrying both parameter chunks, by the fast encoder (png_encoder.py, bench/api.py)."""
+    return encode_png(image, png_info(params))
 
 
 def save_png(image: Image.Image | None, params: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = True,

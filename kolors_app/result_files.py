@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def encode_png(image: Image.Image, parameters: dict[str, Any]) -> bytes:
-    """The one encoding of a finished image: PNG with both parameter chunks, at the fast level (PNG_OPTIONS)."""
+    """The one encoding of a finished image: PNG with both parameter chunks, by the fast encoder (png_encoder.py)."""
     return png_bytes(image, parameters)
 
 

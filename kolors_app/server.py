@@ -6,6 +6,7 @@ import logging
 import threading
 
 import gradio as gr
+from gradio.blocks import BlocksConfig
 from gradio.state_holder import SessionState
 from starlette.middleware import Middleware
 
@@ -23,11 +24,31 @@ log = logging.getLogger(__name__)
 
 
 def keep_no_input_values() -> None:
-    """Stop gradio from keeping every input's last value per session (for deep links, which are off).
+    """Stop gradio from keeping every block's config and every input's last value per session (for deep links,
+    which are off).
 
-    With 10,000 sessions kept, 20 requests of 50 MB each stayed in memory for good.
+    With 10,000 sessions kept, 20 requests of 50 MB each stayed in memory for good. And copying the config of
+    all ~600 blocks cost each new session 60-110 ms on the event loop: every program request with a new session
+    waited that long before it was queued, and a flood of new sessions could keep the loop busy.
     """
+    if getattr(SessionState, "kolors_patched", False):
+        return
     SessionState._update_value_in_config = lambda self, key, value: None
+    start_session, config_for_block = SessionState.__init__, BlocksConfig.config_for_block
+    starting = threading.local()
+
+    def new_session(self, blocks):
+        starting.active = True
+        try:
+            start_session(self, blocks)
+        finally:
+            starting.active = False
+
+    def block_config(*args, **kwargs):
+        return {} if getattr(starting, "active", False) else config_for_block(*args, **kwargs)
+
+    SessionState.__init__, BlocksConfig.config_for_block = new_session, staticmethod(block_config)
+    SessionState.kolors_patched = True
 
 
 def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:

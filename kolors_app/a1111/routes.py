@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import secrets
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError as PydanticError
 
+from .. import png_encoder
 from ..creative import tools_for
 from ..generation import RunControl, batch_seeds
 from ..metadata import format_parameters, read_image_parameters, split_parameters
@@ -192,9 +192,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0,
         spent = time.monotonic() - job.started
         image = None
         if job.preview is not None and not skip_current_image:
-            buffer = io.BytesIO()
-            job.preview.save(buffer, "PNG", compress_level=1)
-            image = base64.b64encode(buffer.getvalue()).decode("ascii")
+            image = base64.b64encode(png_encoder.encode_png(job.preview)).decode("ascii")
         return {"progress": round(done, 4), "eta_relative": round(spent / done - spent, 2) if done > 0 else 0.0,
                 "state": {"skipped": job.skipped, "interrupted": job.interrupted, "job": f"job {job.job_no + 1}",
                           "job_count": job.job_count, "job_timestamp": job.timestamp, "job_no": job.job_no,

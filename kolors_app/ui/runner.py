@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import html
-import io
 import itertools
 import logging
 import queue
@@ -27,6 +26,7 @@ from ..history import OutputStore
 from ..memory import OutOfGPUMemory
 from ..quotas import check_work, resolve
 from ..params import GenerationResult, GenerationRequest, ValidationError, validate
+from .. import png_encoder
 from ..pipelines import PipelineManager
 from ..result_files import BackgroundSaver, encode_png, write_served_png
 from ..zerogpu import gpu_decorator, on_zero_gpu
@@ -340,9 +340,7 @@ def download_name(number: int, parameters: dict) -> str:
 
 def map_png(image) -> bytes:
     """A control map as a plain PNG (no parameters: it is an input, not a result)."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
+    return png_encoder.encode_png(image)
 
 
 def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") -> tuple:
