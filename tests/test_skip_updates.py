@@ -52,3 +52,8 @@ def test_a_skip_builds_no_component(blocks, monkeypatch):
     assert built == []
     postprocess(blocks, ["a", gr.update(label="seeds"), "c"])
     assert len(built) == 1  # an update with properties is still gradio's to build
+
+
+def test_a_wrong_number_of_values_is_still_gradios_error(blocks):
+    with pytest.raises(ValueError, match="didn.t return enough output values"):
+        postprocess(blocks, [gr.skip(), "x"])

@@ -107,7 +107,8 @@ def pass_skips_through() -> None:
 
     async def postprocess_data(self, block_fn, predictions, state):
         outputs = list(block_fn.outputs)
-        if block_fn.batch or not isinstance(predictions, (list, tuple)) or len(predictions) != len(outputs) < 2:
+        if block_fn.batch or not isinstance(predictions, (list, tuple)) or len(outputs) < 2 \
+                or len(predictions) != len(outputs):  # gradio itself answers a wrong count
             return await postprocess(self, block_fn, predictions, state)
         kept = [index for index, (value, block) in enumerate(zip(predictions, outputs))
                 if block.stateful or value != SKIP]
