@@ -162,8 +162,9 @@ _CONVERTERS = {"share": _parse_bool, "preload": _parse_bool, "save_outputs": _pa
 _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _LIMIT_FIELDS.items()})
 
 _FIELD_HELP.update({
-    "api": "serve AUTOMATIC1111's REST API under /sdapi/v1/ (on share links and Spaces only with --api-auth)",
-    "api_auth": "user:password (comma-separated for several) required by the /sdapi/v1/ API",
+    "api": "serve the REST APIs: the app's own POST /kolors/v1/generate and AUTOMATIC1111's under /sdapi/v1/ (on share "
+           "links and Spaces only with --api-auth)",
+    "api_auth": "user:password (comma-separated for several) required by the REST APIs (/kolors/v1/, /sdapi/v1/)",
     "mcp": "serve the generate actions as MCP tools at /gradio_api/mcp/",
 })
 _CONVERTERS.update({"api": _parse_bool, "mcp": _parse_bool})
@@ -312,7 +313,7 @@ def check(settings: Settings, sources: dict | None = None) -> None:
     if settings.api_auth is not None and not all(all(pair.partition(":")[::2]) for pair in settings.api_auth.split(",")):
         refuse("api_auth", "expected user:password (comma-separated for several)")
     if settings.api and not settings.api_auth and (settings.share or on_spaces()):
-        refuse("api", "on a share link or a Space the AUTOMATIC1111 API needs --api-auth user:password")
+        refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password")
     for name in ("min_size", "max_size"):
         value = getattr(limits, name)
         if value < 64 or value % 8:

@@ -108,10 +108,15 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
     routes = []
     if settings.api:
         from .a1111 import a1111_router
+        from .a1111.jobs import JobBoard
+        from .rest_api import native_router
 
-        # Given to the FastAPI app at its creation, so they come before gradio's own routes.
-        routes = a1111_router(ctx, waiting_elsewhere=lambda: len(app._queue),
-                              public_message=lambda error: public_message(error, settings)).routes
+        # One GPU slot and queue bound for both REST APIs; given to the FastAPI app at its creation, so that
+        # they come before gradio's own routes.
+        board = JobBoard(settings.queue_size, waiting_elsewhere=lambda: len(app._queue))
+        message = lambda error: public_message(error, settings)  # noqa: E731
+        routes = (a1111_router(ctx, board=board, public_message=message).routes
+                  + native_router(ctx, board, public_message=message).routes)
     app.launch(
         server_name=settings.host,
         server_port=settings.port,

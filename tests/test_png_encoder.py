@@ -44,7 +44,13 @@ def test_pixels_read_back_exactly(mode, size):
     assert np.array_equal(np.asarray(again), np.asarray(image))
 
 
-def test_many_pieces_make_one_valid_zlib_stream(monkeypatch):
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_many_pieces_make_one_valid_zlib_stream(monkeypatch, deflate):
+    """With ISA-L's deflate and with zlib's (the fallback where isal has no wheel)."""
+    if deflate == "isal":
+        assert png_encoder.deflate.__name__ == "isal.isal_zlib"  # a dependency: requirements.txt
+    else:
+        monkeypatch.setattr(png_encoder, "deflate", zlib)
     monkeypatch.setattr(png_encoder, "PIECE_BYTES", 4096)  # a 300x200 RGB image: 180 kB in 8 pieces
     image = noisy("RGB", 300, 200, seed=3)
     data = png_encoder.encode_png(image)

@@ -55,6 +55,20 @@ def test_the_webuiapi_example(readme_app, tmp_path, monkeypatch):
     assert found["result"].info["all_seeds"] == [7] and (tmp_path / "cat.png").is_file()
 
 
+def test_the_rest_route_example(readme_app, tmp_path, monkeypatch, capsys):
+    block = next(code for code in code_blocks("python") if "/kolors/v1/generate" in code)
+    monkeypatch.chdir(tmp_path)
+    block = block.replace('"num_inference_steps": 25', '"num_inference_steps": 2')  # the tiny model, quickly
+    found = run_example(block.replace('open("cat.png"', f'open({str(tmp_path / "cat.png")!r}'), readme_app, tmp_path)
+    assert found["answer"].status_code == 200 and capsys.readouterr().out.strip() == "7"
+    from PIL import Image
+
+    from kolors_app.metadata import read_image_parameters
+
+    stored = read_image_parameters(Image.open(tmp_path / "cat.png")).parameters
+    assert stored["seed"] == 7 and stored["scheduler"] == "DPM++ 2M Karras"
+
+
 def test_the_mcp_configuration_names_the_served_path(readme_app):
     config = json.loads(code_blocks("json")[0])
     assert config["mcpServers"]["kolors"]["url"].endswith("/gradio_api/mcp/")

@@ -91,15 +91,16 @@ def info_json(body: Txt2Img, seeds: list[int], images: list, job: Job) -> str:
     }, ensure_ascii=False)
 
 
-def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0,
+def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: JobBoard | None = None,
                  public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
                  ) -> APIRouter:
     """Every A1111 route, bound to the app's context (settings, manager, outputs, generate()).
 
-    `public_message` is what a caller may see of a failed run (the app passes the page's own wording).
+    `public_message` is what a caller may see of a failed run (the app passes the page's own wording); `board`
+    is the GPU slot and queue bound it shares with the app's own REST route (rest_api.py).
     """
     settings, limits = ctx.settings, ctx.settings.limits
-    board = JobBoard(settings.queue_size, waiting_elsewhere)
+    board = board or JobBoard(settings.queue_size, waiting_elsewhere)
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
     body_limit = limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
 
