@@ -31,7 +31,7 @@ def test_token_count_against_256(built, manager):
 
 def test_aspect_presets_set_width_and_height(built):
     app, _ = built
-    preset = handler(app, "text_to_image-aspect", "change")
+    preset = handler(app, "text_to_image-aspect", "input")
     for name, size in ASPECT_PRESETS.items():
         assert preset(name) == list(size)
         assert aspect_for(*size) == name
@@ -39,11 +39,18 @@ def test_aspect_presets_set_width_and_height(built):
     assert all(isinstance(value, type(gr.skip())) for value in preset(CUSTOM))
     # Typing a size picks the matching preset, or Custom; a size that is not a multiple of 8 inside the limits
     # is snapped the way the slider shows it (the toast says so), not left to fail on Generate.
-    typed = handler(app, "text_to_image-width", "input")
-    assert typed(1344, 768) == (1344, 768, "16:9") and typed(256, 256) == (256, 256, CUSTOM)
-    assert typed(1001, 768) == (1000, 768, CUSTOM)
-    assert typed(5000, 100) == (2048, 256, CUSTOM)
-    assert typed(1151.9, 896) == (1152, 896, "4:3")
+    # Only the box typed into is answered, and only when it must change.
+    width, height = handler(app, "text_to_image-width", "input"), handler(app, "text_to_image-height", "input")
+    skip = type(gr.skip())
+    kept, aspect = width(1344, 768)
+    assert isinstance(kept, skip) and aspect == "16:9"
+    kept, aspect = height(256, 256)
+    assert isinstance(kept, skip) and aspect == CUSTOM
+    assert width(1001, 768) == (1000, CUSTOM)
+    assert width(5000, 100) == (2048, CUSTOM) and height(5000, 100) == (256, CUSTOM)
+    assert width(1151.9, 896) == (1152, "4:3") and height(1152, 895.6) == (896, "4:3")
+    kept, aspect = width("", 768)
+    assert isinstance(kept, skip) and isinstance(aspect, skip)
 
 
 def test_choosing_a_sampler_sets_its_steps_and_guidance_unless_the_user_changed_them(built):

@@ -227,7 +227,9 @@ def quiet(**kwargs) -> dict:
 
 def _wire_local_events(c: GenerationControls, limits: Limits) -> None:
     """Events that touch only this tab's controls and need no model."""
-    c.aspect.change(lambda name: [gr.skip()] * 2 if name == CUSTOM else list(ASPECT_PRESETS[name]),
+    # .input, not .change: only a preset the user picks sets the sizes; the app's own aspect updates (typed
+    # sizes, uploads, restores) come with the sizes they name.
+    c.aspect.input(lambda name: [gr.skip()] * 2 if name == CUSTOM else list(ASPECT_PRESETS[name]),
                     c.aspect, [c.width, c.height], queue=False, api_visibility="private")
     c.scheduler.input(sampler_defaults, [c.scheduler, c.scheduler_state, c.num_inference_steps, c.guidance_scale],
                       [c.num_inference_steps, c.guidance_scale, c.scheduler_state], queue=False,
@@ -237,13 +239,13 @@ def _wire_local_events(c: GenerationControls, limits: Limits) -> None:
     c.gallery.select(selected_parameters, c.result, [c.selected, c.selected_index, c.infotext], queue=False,
                      api_visibility="private")
 
-    def snap(width, height, request: gr.Request = None):
-        return snap_sizes(limits, width, height, request)
+    for edited, size in (("width", c.width), ("height", c.height)):
+        def snap(width, height, request: gr.Request = None, edited=edited):
+            return snap_sizes(limits, width, height, edited, request)
 
-    for size in (c.width, c.height):
         # preprocess=False: a typed 5000 reaches snap (gradio would refuse it past the maximum with a red Error).
-        size.input(snap, [c.width, c.height], [c.width, c.height, c.aspect], trigger_mode="always_last",
-                   preprocess=False, **quiet())
+        size.input(snap, [c.width, c.height], [size, c.aspect], trigger_mode="always_last", preprocess=False,
+                   **quiet())
 
 
 def sampler_defaults(name: str, previous: str, steps, guidance):
@@ -271,25 +273,27 @@ def snapped_size(value, limits: Limits) -> int | None:
     return min(max(nearest, limits.min_size), limits.max_size)
 
 
-def snap_sizes(limits: Limits, width, height, request: gr.Request | None = None) -> tuple:
-    """Typed sizes snapped the way the slider does, saying so; the API itself refuses such values."""
+def snap_sizes(limits: Limits, width, height, edited: str, request: gr.Request | None = None) -> tuple:
+    """The typed size (`edited`: "width" or "height") snapped the way the slider does, saying so, and the aspect.
+
+    Only the edited box is answered, and only when it must change: the other box may have been typed into
+    while this answer was on its way, and an answer must not put its old value back.
+    """
     lang = language(request)
-    values = []
-    for name, value in (("width", width), ("height", height)):
-        snapped = snapped_size(value, limits)
-        if snapped is None:
-            values.append(gr.skip())
-            continue
-        if snapped != value:
-            gr.Info(tr(lang, "snapped", field=name_of(lang, name), value=value, snapped=snapped,
-                       low=limits.min_size, high=limits.max_size), title=tr(lang, "title_info"))
-        values.append(snapped)
-    sizes = [v if not isinstance(v, type(gr.skip())) else o for v, o in zip(values, (width, height))]
+    typed = width if edited == "width" else height
+    snapped = snapped_size(typed, limits)
+    if snapped is not None and snapped != typed:
+        gr.Info(tr(lang, "snapped", field=name_of(lang, edited), value=typed, snapped=snapped,
+                   low=limits.min_size, high=limits.max_size), title=tr(lang, "title_info"))
+    sizes = {"width": width, "height": height}
+    sizes[edited] = typed if snapped is None else snapped
+    other = "height" if edited == "width" else "width"
+    sizes[other] = snapped_size(sizes[other], limits) or sizes[other]
     try:
-        aspect = aspect_for(int(sizes[0]), int(sizes[1]))
+        aspect = aspect_for(int(sizes["width"]), int(sizes["height"]))
     except (TypeError, ValueError):
         aspect = gr.skip()
-    return (*values, aspect)
+    return (gr.skip() if snapped is None or snapped == typed else snapped), aspect
 
 
 def image_at(result: dict | None, index) -> dict | None:

@@ -86,6 +86,8 @@ def test_outpaint_extends_the_canvas_to_the_right(page, pictures):
     upload_to_inpaint(page, pictures["gradient"])
     prepare(page, "inpaint", "a wide landscape", seed=22)
     page.locator("#inpaint-outpaint").click()
+    expect(page.locator("#inpaint-outpaint-right input[type=number]")).to_be_visible()
+    page.wait_for_timeout(500)  # the accordion mounts its boxes as it opens: type once they are in place, as a user does
     set_number(page, "inpaint-outpaint-right", 64)
     generate(page, "inpaint", 22)
     no_error_toast(page)

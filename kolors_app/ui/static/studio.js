@@ -434,11 +434,17 @@
 
   // gradio 6 leaves some of its own translation keys untranslated in zh-CN pages: show them in words.
   const LEAKED = {"common.complete": zh ? "完成" : "Complete"};
+  // gradio 6.31's toasts show their type as the title ("Warning"), in English whatever the page's language
+  // (the title passed to gr.Warning is not shown).
+  const TOAST_TITLES = zh ? {Warning: "警告", Info: "提示", Error: "错误", Success: "成功"} : {};
   const fixLeaked = () => {
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     while (walker.nextNode()) {
       const node = walker.currentNode, key = node.textContent.trim();
       if (LEAKED[key]) node.textContent = LEAKED[key];
+      else if (TOAST_TITLES[key] && node.parentElement && node.parentElement.classList.contains("toast-title")) {
+        node.textContent = node.textContent.replace(key, TOAST_TITLES[key]);
+      }
     }
   };
 
