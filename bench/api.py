@@ -5,7 +5,8 @@ each round runs, in shuffled order, the bare diffusers call on the same model fi
 with a new prompt so that the text encoder runs:
 - `/text_to_image` over gradio's HTTP protocol as any program speaks it (join, the SSE stream, the PNG);
 - the same endpoint through gradio_client (which adds its own polling, about 50 ms a message);
-- AUTOMATIC1111's `/sdapi/v1/txt2img` (one POST, the PNG inline);
+- AUTOMATIC1111's `/sdapi/v1/txt2img` (one POST, the PNG inline in base64 JSON);
+- the app's own REST route `/kolors/v1/generate` (one POST, the PNG itself as the answer);
 - `/text_to_image_live` through gradio_client: the page's event, with progress and previews.
 Extra time = a request's wall time at the client less the bare call's of the same round (also in this
 process's CPU time, which other processes barely move). The table shows medians and ranges. Also: PNG
@@ -111,13 +112,25 @@ def page_defaults(app, endpoint: str) -> list:
     return [block.value for block in fn.inputs[9:]]
 
 
+def urls_in(value) -> list[str]:
+    """Every file URL in a message's output (whole values or sse_v3 diffs alike)."""
+    if isinstance(value, dict):
+        return ([value["url"]] if isinstance(value.get("url"), str) else []) + [
+            url for item in value.values() for url in urls_in(item)]
+    if isinstance(value, list):
+        return [url for item in value for url in urls_in(item)]
+    return []
+
+
 class RawClient:
     """gradio's HTTP protocol for one endpoint, as a program speaks it: join the queue, read the SSE stream
-    to its result, fetch the PNG. One kept-alive connection, no polling."""
+    to its result, fetch the PNG. One kept-alive connection, no polling. With `previews`, each preview
+    image the stream names is fetched as it arrives, as the page does (here in line, which can only add)."""
 
-    def __init__(self, url: str, app, endpoint: str):
+    def __init__(self, url: str, app, endpoint: str, previews: bool = False):
         import httpx
 
+        self.previews = previews
         self.url, self.http = url.rstrip("/"), httpx.Client(timeout=300)
         self.fn_index = next(index for index, fn in app.fns.items() if fn.api_name == endpoint.lstrip("/"))
         self.rest = page_defaults(app, endpoint)
@@ -131,10 +144,15 @@ class RawClient:
                                       "session_hash": session})
         joined.raise_for_status()
         with self.http.stream("GET", f"{self.url}/gradio_api/queue/data", params={"session_hash": session}) as sse:
+            fetched = set()
             for line in sse.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("msg") == "process_completed":
                     break
+                if self.previews and message.get("msg") == "process_generating":
+                    for url in set(urls_in(message.get("output"))) - fetched:
+                        fetched.add(url)
+                        self.http.get(url).raise_for_status()
         if not message.get("success"):
             raise RuntimeError(message)
         image = message["output"]["data"][0][0]["image"]
@@ -158,6 +176,21 @@ def a1111_call(url: str, size: int):
     return call
 
 
+def rest_call(url: str, size: int):
+    """The app's own REST route: one POST; the answer is the PNG."""
+    import httpx
+
+    http = httpx.Client(timeout=300)
+
+    def call(prompt, seed):
+        answer = http.post(f"{url}kolors/v1/generate", headers={"Accept": "image/png"}, json={
+            "prompt": prompt, "width": size, "height": size, "num_inference_steps": STEPS, "guidance_scale": 5.0,
+            "scheduler": "Euler", "seed": seed})
+        answer.raise_for_status()
+        return answer.content
+    return call
+
+
 def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
     """Rounds of the bare diffusers call, /text_to_image (programs) and /text_to_image_live (the page's event).
 
@@ -172,7 +205,8 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
     with served(settings) as (url, app), timed_pipeline_calls() as spent:
         client = Client(url, verbose=False, httpx_kwargs={"timeout": 300})  # a busy machine answers slowly
         live = page_defaults(app, "/text_to_image_live")
-        raw, a1111 = RawClient(url, app, "/text_to_image"), a1111_call(url, size)
+        raw, a1111, rest = RawClient(url, app, "/text_to_image"), a1111_call(url, size), rest_call(url, size)
+        raw_page = RawClient(url, app, "/text_to_image_live", previews=True)
 
         def call(endpoint, prompt, seed):
             values = (prompt, "", size, size, STEPS, 5.0, "Euler", seed, 1)
@@ -180,13 +214,17 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
                 return bare(prompt, seed)
             if endpoint == "http":
                 return raw.predict(*values)
+            if endpoint == "page_http":
+                return raw_page.predict(*values)
             if endpoint == "a1111":
                 return a1111(prompt, seed)
-            rest = live if endpoint.endswith("_live") else []
-            return client.predict(*values, *rest, api_name=endpoint)
+            if endpoint == "rest":
+                return rest(prompt, seed)
+            page_values = live if endpoint.endswith("_live") else []
+            return client.predict(*values, *page_values, api_name=endpoint)
 
-        endpoints = {"bare": "bare", "api": "http", "gradio_client": "/text_to_image", "a1111": "a1111",
-                     "ui": "/text_to_image_live"}
+        endpoints = {"bare": "bare", "rest": "rest", "api": "http", "gradio_client": "/text_to_image",
+                     "a1111": "a1111", "ui_http": "page_http", "ui": "/text_to_image_live"}
         for name, endpoint in endpoints.items():  # warm-up: loading, first-call costs
             call(endpoint, f"{PROMPT} warm-up {name}", 0)
         walls = {name: [] for name in endpoints}
@@ -204,7 +242,7 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
                 inside[name].append(sum(spent[before:]))
     result = {"size": size, "steps": STEPS, "rounds": rounds, "walls": walls, "cpus": cpus, "inside": inside,
               "bare": {"wall": spread(walls["bare"]), "cpu": spread(cpus["bare"])}}
-    for name in ("api", "gradio_client", "a1111", "ui"):
+    for name in ("rest", "api", "gradio_client", "a1111", "ui_http", "ui"):
         extra = [wall - base for wall, base in zip(walls[name], walls["bare"])]
         ratio = [wall / base for wall, base in zip(walls[name], walls["bare"])]
         cpu_extra = [cpu - base for cpu, base in zip(cpus[name], cpus["bare"])]
@@ -217,24 +255,29 @@ def measure_size(settings, size: int, rounds: int, folder: Path) -> dict:
                         "ratio_range": [round(min(ratio), 4), round(max(ratio), 4)],
                         "cpu_ratio": round(statistics.median(cpu_ratio), 4)}
     result["page_cost"] = page_cost(walls, cpus, inside)
+    result["page_cost_gradio_client"] = page_cost(walls, cpus, inside, "ui", "gradio_client")
     return result
 
 
-def page_cost(walls: dict, cpus: dict, inside: dict) -> dict:
+def page_cost(walls: dict, cpus: dict, inside: dict, page: str = "ui_http", program: str = "api") -> dict:
     """What the page's progress and previews cost: its event against the same endpoint through the same client.
 
-    In whole requests (which the model's own run-to-run spread dominates) and beside the model: the time each
-    request spent outside the diffusers calls, the page's less the program's, over the bare call's median.
+    By default over gradio's HTTP protocol, the stream read as the page reads it (each preview fetched as it
+    comes); gradio_client instead downloads every streamed file before it reads the next message, a cost of its
+    own (its row). In whole requests (which the model's own run-to-run spread dominates) and beside the model:
+    the time each request spent outside the diffusers calls, the page's less the program's, over the bare
+    call's median.
     """
-    page = [(ui - api) / api for ui, api in zip(walls["ui"], walls["gradio_client"])]
-    page_cpu = [(ui - api) / api for ui, api in zip(cpus["ui"], cpus["gradio_client"])]
-    beside = {name: [wall - model for wall, model in zip(walls[name], inside[name])] for name in ("ui", "gradio_client")}
-    extra = [ui - api for ui, api in zip(beside["ui"], beside["gradio_client"])]
+    whole = [(ui - api) / api for ui, api in zip(walls[page], walls[program])]
+    whole_cpu = [(ui - api) / api for ui, api in zip(cpus[page], cpus[program])]
+    beside = {name: [wall - model for wall, model in zip(walls[name], inside[name])] for name in (page, program)}
+    extra = [ui - api for ui, api in zip(beside[page], beside[program])]
     run = statistics.median(walls["bare"])
-    return {"percent": round(statistics.median(page) * 100, 2),
-            "range": [round(min(page) * 100, 2), round(max(page) * 100, 2)],
-            "cpu_percent": round(statistics.median(page_cpu) * 100, 2),
+    return {"percent": round(statistics.median(whole) * 100, 2),
+            "range": [round(min(whole) * 100, 2), round(max(whole) * 100, 2)],
+            "cpu_percent": round(statistics.median(whole_cpu) * 100, 2),
             "beside_ms": round(statistics.median(extra) * 1e3, 1),
+            "beside_range_ms": [round(min(extra) * 1e3, 1), round(max(extra) * 1e3, 1)],
             "beside_percent": round(statistics.median(extra) / run * 100, 2)}
 
 
@@ -257,7 +300,7 @@ def measure_png(repeats: int = 7) -> list[dict]:
         for label, encode in [("Pillow, level 6 (its default)", pillow()),
                               ("Pillow, level 1 + RLE (the last version)", pillow(compress_level=1, compress_type=3)),
                               ("Pillow, level 0 (stored)", pillow(compress_level=0)),
-                              ("ours: Up filter, level 1, parallel pieces (used)", encode_png)]:
+                              ("ours: Up filter, ISA-L level 1, parallel pieces (used)", encode_png)]:
             seconds = []
             for _ in range(repeats):
                 started = time.perf_counter()
@@ -321,30 +364,43 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
     return rows
 
 
-CLIENTS = {"api": "`/text_to_image`, gradio's HTTP protocol", "gradio_client": "`/text_to_image`, gradio_client",
-           "a1111": "`/sdapi/v1/txt2img`", "ui": "the page's `_live` event, gradio_client"}
+CLIENTS = {"rest": "`/kolors/v1/generate`, the PNG as the answer", "api": "`/text_to_image`, gradio's HTTP protocol",
+           "gradio_client": "`/text_to_image`, gradio_client", "a1111": "`/sdapi/v1/txt2img`",
+           "ui_http": "the page's `_live` event, gradio's HTTP protocol, previews fetched",
+           "ui": "the page's `_live` event, gradio_client"}
+
+
+def overhead_ratio(item: dict, name: str) -> float:
+    """(the bare call + a request's median time beside the model) / the bare call: the ratio with the model's
+    own run-to-run spread left out."""
+    bare = statistics.median(item["walls"]["bare"])
+    beside = statistics.median(wall - model for wall, model in zip(item["walls"][name], item["inside"][name]))
+    return (bare + beside) / bare
 
 
 def format_results(results: dict) -> str:
     """The Markdown tables of bench/README.md."""
     lines = ["| size | request | wall | extra over the bare call (median, range) | ratio (median, range) "
-             "| CPU extra, CPU ratio | beside the model |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| CPU extra, CPU ratio | beside the model (median, range) | ratio, beside the model |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for item in results["sizes"]:
         lines.append(f"| {item['size']} px, {item['steps']} steps, {item['rounds']} rounds | bare diffusers call "
-                     f"| {item['bare']['wall']} | | | | |")
+                     f"| {item['bare']['wall']} | | | | | |")
         for name, label in CLIENTS.items():
             row = item[name]
             lines.append(f"| | {label} | {row['wall']} | {row['extra']} "
                          f"| {row['ratio']:.3f} ({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) "
-                         f"| {row['cpu_extra']}, {row['cpu_ratio']:.3f} | {row['beside_model']} |")
-    lines += ["", "| size | the page's progress and previews: beside the model, over the bare call | in whole "
-              "requests (`_live` over `/text_to_image`, both gradio_client) |", "| --- | ---: | ---: |"]
+                         f"| {row['cpu_extra']}, {row['cpu_ratio']:.3f} | {row['beside_model']} "
+                         f"| {overhead_ratio(item, name):.3f} |")
+    lines += ["", "| size | the page's progress and previews, beside the model (median, range) | share of the bare "
+              "call | in whole requests | the same through gradio_client |", "| --- | ---: | ---: | ---: | ---: |"]
     for item in results["sizes"]:
-        page = item["page_cost"]
-        lines.append(f"| {item['size']} px | {page['beside_ms']:+.0f} ms, {page['beside_percent']:+.1f}% "
-                     f"| {page['percent']:+.1f}% ({page['range'][0]:+.1f} to {page['range'][1]:+.1f}; "
-                     f"CPU {page['cpu_percent']:+.1f}%) |")
+        page, slow = item["page_cost"], item["page_cost_gradio_client"]
+        low, high = page["beside_range_ms"]
+        lines.append(f"| {item['size']} px | {page['beside_ms']:+.0f} ms ({low:+.0f} to {high:+.0f}) "
+                     f"| {page['beside_percent']:+.1f}% | {page['percent']:+.1f}% ({page['range'][0]:+.1f} to "
+                     f"{page['range'][1]:+.1f}; CPU {page['cpu_percent']:+.1f}%) "
+                     f"| {slow['beside_ms']:+.0f} ms, {slow['beside_percent']:+.1f}% |")
     lines += ["", "| PNG encoding, a photo | time | size |", "| --- | ---: | ---: |"]
     lines += [f"| {item['encoding']} | {item['ms']:.0f} ms | {item['kB']} kB |" for item in results["png"]]
     lines += ["", "| result path, one 1024 px image | time |", "| --- | ---: |"]

@@ -75,6 +75,11 @@ def test_text_to_image_shows_previews_then_pngs_captioned_with_their_seeds(built
     # Previews by time (at most two a second), the first one at once: a short run shows one or two.
     captions = [caption for [(_, caption)] in previews]
     assert captions[:1] == ["preview, step 1"] and set(captions) <= {f"preview, step {s}" for s in range(1, 5)}
+    # Each preview is a PNG already in the served folder (encoded by us, so gradio neither encodes nor copies it).
+    path = Path(previews[0][0][0])
+    assert path.is_relative_to(Path(gr.utils.get_upload_folder()).resolve())
+    with Image.open(path) as shown:
+        assert shown.format == "PNG" and shown.size == (256, 256) and len(set(shown.getdata())) > 1
     gallery, result = final(outputs)
     assert [caption for _, caption in gallery] == ["seed 42", "seed 43"]
     assert [image["seed"] for image in result["images"]] == [42, 43]

@@ -22,7 +22,8 @@ from .control_units import ControlUnitsBox, control_accordion, units_from, with_
 from .creative import creative_accordion, with_creative_part
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
-from .runner import AppContext, Frame, as_text, finish, progress_line, run_frames, run_request, session_of
+from .runner import (AppContext, Frame, as_text, finish, preview_file, progress_line, run_frames, run_request,
+                     session_of)
 
 log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.
@@ -170,7 +171,8 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
             line = progress_line(lang, frame, loaded)
             if frame.kind == "preview":
                 shown_at = now
-                yield ([(frame.image, tr(lang, "caption_preview", step=frame.step))], skip, line, skip, skip, skip)
+                yield ([(preview_file(frame.image), tr(lang, "caption_preview", step=frame.step))], skip, line, skip,
+                       skip, skip)
             elif now - shown_at >= LINE_SECONDS or frame.kind == "wait":
                 # Only yields that show something: each costs gradio an update of every output (bench/api.py),
                 # and a closed (cancelled) run still ends within LINE_SECONDS.

@@ -260,7 +260,7 @@ def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | 
         if frame.kind == "done":
             yield finish(ctx, frame.result, "en", frame)
         elif frame.kind == "preview":
-            yield [(frame.image, f"preview, step {frame.step}")], gr.skip()
+            yield [(preview_file(frame.image), f"preview, step {frame.step}")], gr.skip()
         elif time.monotonic() - last_update >= ctx.update_seconds:
             last_update = time.monotonic()
             yield gr.skip(), gr.skip()
@@ -336,6 +336,12 @@ def download_name(number: int, parameters: dict) -> str:
     parts = [f"{number:05d}"] + ([str(seed)] if isinstance(seed, int) and not isinstance(seed, bool) else [])
     words = slug(str(parameters.get("prompt", "")))
     return "-".join(parts + ([words] if words else [])) + ".png"
+
+
+def preview_file(image) -> str:
+    """A live preview as a PNG in the served folder, encoded by png_encoder (gradio's own encoding of a PIL
+    image at its default level cost ~25 ms a preview; bench/README.md)."""
+    return write_served_png(png_encoder.encode_png(image), gr.utils.get_upload_folder(), "preview.png")
 
 
 def map_png(image) -> bytes:
