@@ -145,6 +145,13 @@ def test_typed_sizes_snap_like_the_slider_and_say_so(page):
     set_number(page, "text_to_image-height", 5000, expected="2048")
     expect(toast(page, "set to 2048")).to_be_visible()
     expect(page.locator("#text_to_image-aspect input:checked")).to_have_value("Custom")
+    # A preset the user picks sets both sizes; typing them back picks it again.
+    page.locator("#text_to_image-aspect").get_by_text("16:9", exact=True).click()
+    expect(page.locator("#text_to_image-width input[type=number]")).to_have_value("1344")
+    expect(page.locator("#text_to_image-height input[type=number]")).to_have_value("768")
+    set_number(page, "text_to_image-width", 1024)
+    set_number(page, "text_to_image-height", 1024)
+    expect(page.locator("#text_to_image-aspect input:checked")).to_have_value("1:1")
     assert_no_error_badge(page)
 
 
