@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .a1111.jobs import Job, JobBoard, QueueFull
 from .a1111.payloads import decode_image
-from .a1111.routes import MAX_IMAGES_PER_BODY, credentials_check, error_response, read_json
+from .a1111.routes import body_limit_of, credentials_check, error_response, read_json
 from .creative import HIRES_KEYS
 from .generation import RunControl
 from .params import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage, ValidationError,
@@ -100,7 +100,7 @@ def native_router(ctx, board: JobBoard,
     """The route, bound to the app's context; `board` is the GPU slot shared with the A1111 routes."""
     settings, limits = ctx.settings, ctx.settings.limits
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
-    body_limit = limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
+    body_limit = body_limit_of(limits)
 
     def run(request) -> tuple[GenerationResult, list[bytes]]:
         job = Job(job_count=1, steps=request.num_inference_steps)

@@ -75,11 +75,8 @@ def test_text_to_image_shows_previews_then_pngs_captioned_with_their_seeds(built
     # Previews by time (at most two a second), the first one at once: a short run shows one or two.
     captions = [caption for [(_, caption)] in previews]
     assert captions[:1] == ["preview, step 1"] and set(captions) <= {f"preview, step {s}" for s in range(1, 5)}
-    # Each preview is a PNG already in the served folder (encoded by us, so gradio neither encodes nor copies it).
-    path = Path(previews[0][0][0])
-    assert path.is_relative_to(Path(gr.utils.get_upload_folder()).resolve())
-    with Image.open(path) as shown:
-        assert shown.format == "PNG" and shown.size == (256, 256) and len(set(shown.getdata())) > 1
+    # The previews' files are gone once the run ended (the final PNGs replace them): they do not pile up on disk.
+    assert not any(Path(gallery[0][0]).exists() for gallery in previews)
     gallery, result = final(outputs)
     assert [caption for _, caption in gallery] == ["seed 42", "seed 43"]
     assert [image["seed"] for image in result["images"]] == [42, 43]
@@ -168,6 +165,22 @@ def test_invalid_input_is_refused_naming_the_field_before_any_model_work(built):
     with pytest.raises(gr.Error, match="prompt"):
         list(text_to_image("  ", "", num_inference_steps=2, seed=1, num_images=1, request=None, progress=None,
                            **SMALL))
+
+
+def test_a_preview_is_a_png_in_the_served_folder_while_the_run_goes(built):
+    app, ctx = built
+    ctx.update_seconds = ctx.preview_seconds = 0
+    run = app.studio_tabs["text_to_image"].handler("a red fox", "", num_inference_steps=4, seed=3, num_images=1,
+                                                   request=None, progress=FakeProgress(), **SMALL)
+    gallery = next(item for item, _ in run if isinstance(item, list) and item and item[0][1].startswith("preview"))
+    # Encoded by us into gradio's served folder, so gradio neither encodes nor copies it.
+    path = Path(gallery[0][0])
+    assert path.is_relative_to(Path(gr.utils.get_upload_folder()).resolve())
+    with Image.open(path) as shown:
+        assert shown.format == "PNG" and shown.size == (256, 256) and len(set(shown.getdata())) > 1
+    rest = list(run)
+    assert final(rest)[1]["images"][0]["seed"] == 3
+    assert not path.exists() and not path.parent.exists()
 
 
 def test_image_to_image_and_ip_adapter_handlers(built, upload_dir):

@@ -91,6 +91,11 @@ def info_json(body: Txt2Img, seeds: list[int], images: list, job: Job) -> str:
     }, ensure_ascii=False)
 
 
+def body_limit_of(limits) -> int:
+    """The largest JSON body taken: MAX_IMAGES_PER_BODY images in base64 at the upload limit, and 1 MB more."""
+    return limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
+
+
 def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: JobBoard | None = None,
                  public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
                  ) -> APIRouter:
@@ -102,7 +107,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: J
     settings, limits = ctx.settings, ctx.settings.limits
     board = board or JobBoard(settings.queue_size, waiting_elsewhere)
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
-    body_limit = limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
+    body_limit = body_limit_of(limits)
 
     def run_job(body: Txt2Img, requests: list, seeds: list[int]) -> dict:
         job = Job(job_count=len(requests), steps=body.steps)

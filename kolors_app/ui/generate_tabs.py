@@ -22,7 +22,7 @@ from .control_units import ControlUnitsBox, control_accordion, units_from, with_
 from .creative import creative_accordion, with_creative_part
 from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from .i18n import i18n, language, name_of, tr
-from .runner import (AppContext, Frame, as_text, finish, preview_file, progress_line, run_frames, run_request,
+from .runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames, run_request,
                      session_of)
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
     Errors become a toast and a line, never gradio's red "Error" over every output.
     """
     lang = language(http)
-    skip = gr.skip()
+    skip, previews = gr.skip(), PreviewFiles()
     try:
         request = make_request(lang)
         loaded = ctx.manager.loaded
@@ -171,7 +171,7 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
             line = progress_line(lang, frame, loaded)
             if frame.kind == "preview":
                 shown_at = now
-                yield ([(preview_file(frame.image), tr(lang, "caption_preview", step=frame.step))], skip, line, skip,
+                yield ([(previews.file(frame.image), tr(lang, "caption_preview", step=frame.step))], skip, line, skip,
                        skip, skip)
             elif now - shown_at >= LINE_SECONDS or frame.kind == "wait":
                 # Only yields that show something: each costs gradio an update of every output (bench/api.py),
@@ -181,6 +181,8 @@ def page_run(ctx: AppContext, make_request, http: gr.Request | None):
     except gr.Error as error:
         gr.Warning(error.message, title=error.title or tr(lang, "title_error"))
         yield skip, skip, "⚠️ " + error.message, skip, skip, skip
+    finally:
+        previews.remove()
 
 
 def snap_request_sizes(ctx: AppContext, width, height, lang: str) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import html
@@ -14,6 +15,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import anyio
@@ -255,15 +257,18 @@ def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | N
 def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                 progress: gr.Progress | None) -> Iterator[tuple]:
     """(gallery, result) pairs: previews while the run goes (progress every ctx.update_seconds), then the PNGs."""
-    last_update = 0.0
-    for frame in run_frames(ctx, request, http, progress if progress is None else _Throttled(ctx, progress)):
-        if frame.kind == "done":
-            yield finish(ctx, frame.result, "en", frame)
-        elif frame.kind == "preview":
-            yield [(preview_file(frame.image), f"preview, step {frame.step}")], gr.skip()
-        elif time.monotonic() - last_update >= ctx.update_seconds:
-            last_update = time.monotonic()
-            yield gr.skip(), gr.skip()
+    last_update, previews = 0.0, PreviewFiles()
+    try:
+        for frame in run_frames(ctx, request, http, progress if progress is None else _Throttled(ctx, progress)):
+            if frame.kind == "done":
+                yield finish(ctx, frame.result, "en", frame)
+            elif frame.kind == "preview":
+                yield [(previews.file(frame.image), f"preview, step {frame.step}")], gr.skip()
+            elif time.monotonic() - last_update >= ctx.update_seconds:
+                last_update = time.monotonic()
+                yield gr.skip(), gr.skip()
+    finally:
+        previews.remove()
 
 
 class _Throttled:
@@ -338,10 +343,25 @@ def download_name(number: int, parameters: dict) -> str:
     return "-".join(parts + ([words] if words else [])) + ".png"
 
 
-def preview_file(image) -> str:
-    """A live preview as a PNG in the served folder, encoded by png_encoder (gradio's own encoding of a PIL
-    image at its default level cost ~25 ms a preview; bench/README.md)."""
-    return write_served_png(png_encoder.encode_png(image), gr.utils.get_upload_folder(), "preview.png")
+class PreviewFiles:
+    """A run's live previews as PNGs in the served folder, encoded by png_encoder (gradio's own encoding of a PIL
+    image at its default level cost ~25 ms a preview; bench/README.md). Removed when the run ends: the final
+    images (or, for a stopped run, its last preview encoded anew) take their place, so they do not pile up."""
+
+    def __init__(self):
+        self.paths: list[Path] = []
+
+    def file(self, image) -> str:
+        path = write_served_png(png_encoder.encode_png(image), gr.utils.get_upload_folder(), "preview.png")
+        self.paths.append(Path(path))
+        return path
+
+    def remove(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+                path.parent.rmdir()  # its hash-named folder; left where something else is in it
+        self.paths.clear()
 
 
 def map_png(image) -> bytes:
