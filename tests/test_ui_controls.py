@@ -49,8 +49,9 @@ def test_aspect_presets_set_width_and_height(built):
     assert width(1001, 768) == (1000, CUSTOM)
     assert width(5000, 100) == (2048, CUSTOM) and height(5000, 100) == (256, CUSTOM)
     assert width(1151.9, 896) == (1152, "4:3") and height(1152, 895.6) == (896, "4:3")
-    kept, aspect = width("", 768)
-    assert isinstance(kept, skip) and isinstance(aspect, skip)
+    for odd in ("", "1e400", float("nan"), None):  # what a hand-made event may send: left as it is
+        kept, aspect = width(odd, 768)
+        assert isinstance(kept, skip) and isinstance(aspect, skip)
 
 
 def test_choosing_a_sampler_sets_its_steps_and_guidance_unless_the_user_changed_them(built):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, fields
 
 import gradio as gr
@@ -267,7 +268,7 @@ def snapped_size(value, limits: Limits) -> int | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if number != number:  # NaN
+    if not math.isfinite(number):  # NaN, or "1e400" from a hand-made event
         return None
     nearest = int(round(number / SIZE_MULTIPLE)) * SIZE_MULTIPLE
     return min(max(nearest, limits.min_size), limits.max_size)
