@@ -10,7 +10,7 @@ with a new prompt so that the text encoder runs:
 - `/text_to_image_live` through gradio_client: the page's event, with progress and previews.
 Extra time = a request's wall time at the client less the bare call's of the same round (also in this
 process's CPU time, which other processes barely move). The table shows medians and ranges. Also: PNG
-encoding of a 1024 px photo, Pillow's against ours (kolors_app/png_encoder.py).
+encoding of a 1024 px photo, Pillow's against ours (kolors_app/media/png_encoder.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def served(settings):
     """The production launch() in this process (so that the diffusers call inside can be timed); yields the URL."""
     import dataclasses
 
-    from kolors_app.server import launch
+    from kolors_app.launch import launch
 
     home = Path(tempfile.mkdtemp(prefix="kolors-bench-api-"))
     os.environ["GRADIO_TEMP_DIR"] = str(home / "gradio")
@@ -95,7 +95,7 @@ def bare_call(folder: Path, size: int):
     import torch
     from diffusers import KolorsPipeline
 
-    from kolors_app.tiny import KOLORS_REPO
+    from kolors_app.testing.tiny import KOLORS_REPO
 
     pipe = KolorsPipeline.from_pretrained(str(folder / KOLORS_REPO))
     pipe.set_progress_bar_config(disable=True)
@@ -285,7 +285,7 @@ def measure_png(repeats: int = 7) -> list[dict]:
     """PNG encoding of a photo at 512 and 1024 px: Pillow at the levels that matter and ours; time and size."""
     from PIL import Image
 
-    from kolors_app.png_encoder import encode_png
+    from kolors_app.media.png_encoder import encode_png
 
     def pillow(**options):
         def encode(image):
@@ -318,9 +318,9 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
     from PIL import Image
     from gradio import processing_utils
 
-    from kolors_app.history import OutputStore
-    from kolors_app.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, png_info, save_png
-    from kolors_app.result_files import encode_png, write_served_png
+    from kolors_app.outputs.history import OutputStore
+    from kolors_app.metadata.parameters import JSON_KEY, PARAMETERS_KEY, format_parameters, png_info, save_png
+    from kolors_app.outputs.result_files import encode_png, write_served_png
 
     image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))
     parameters = {"mode": "text_to_image", "prompt": PROMPT, "negative_prompt": "", "width": 1024, "height": 1024,
@@ -413,14 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/tiny.py); the tests' tiny one's "
+    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/testing/tiny.py); the tests' tiny one's "
                                                         "U-Net is about 75-80%% of a run, unet-heavy's more but slow")
     parser.add_argument("--skip-png", action="store_true", help="only the request rounds")
     parser.add_argument("--json", type=Path, default=RESULTS / "api.json")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     settings = tiny_settings(args.model)
-    from kolors_app.tiny import tiny_model_dir
+    from kolors_app.testing.tiny import tiny_model_dir
 
     folder = tiny_model_dir(args.model)
     results = {"model": args.model, "sizes": [], **({"png": [], "result_path": []} if args.skip_png else

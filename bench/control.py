@@ -14,8 +14,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kolors_app import memory
-from kolors_app.memory import LADDER, Features, peak_gib
+from kolors_app.models import memory
+from kolors_app.models.memory import LADDER, Features, peak_gib
 
 CASES = {"base": Features(), "+1 ControlNet": Features(controlnets=1), "+2 ControlNets": Features(controlnets=2),
          "inpainting U-Net": Features(inpainting_unet=True),
@@ -27,10 +27,10 @@ def parameter_bytes_of_tiny() -> dict[str, int]:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from kolors_app.addons import CONTROLNET_REPOS, INPAINTING_REPO
-    from kolors_app.controlnets import controlnet_bytes
-    from kolors_app.kolors_controlnet import load_controlnet
-    from kolors_app.tiny import tiny_model_dir
+    from kolors_app.hub.addons import CONTROLNET_REPOS, INPAINTING_REPO
+    from kolors_app.control.controlnets import controlnet_bytes
+    from kolors_app.control.kolors_controlnet import load_controlnet
+    from kolors_app.testing.tiny import tiny_model_dir
 
     root = tiny_model_dir()
     controlnet = load_controlnet(root / CONTROLNET_REPOS["canny"], torch.float16)

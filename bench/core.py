@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kolors_app.config import Settings
-from kolors_app.embeddings import caches_for
-from kolors_app.generation import generate
-from kolors_app.params import GenerationRequest, Reference
-from kolors_app.pipelines import PipelineKey, PipelineManager
-from kolors_app.schedulers import build_scheduler
+from kolors_app.core.config import Settings
+from kolors_app.models.embeddings import caches_for
+from kolors_app.engine.generation import generate
+from kolors_app.core.params import GenerationRequest, Reference
+from kolors_app.models.pipelines import PipelineKey, PipelineManager
+from kolors_app.core.schedulers import build_scheduler
 
 from .common import ForwardCounter, Row, medians, paired_ratio, quiet, row, timed, tiny_settings
 

@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from kolors_app.config import Settings
-from kolors_app.generation import RunControl, generate
-from kolors_app.params import GenerationRequest
+from kolors_app.core.config import Settings
+from kolors_app.engine.generation import RunControl, generate
+from kolors_app.core.params import GenerationRequest
 
 from .common import Row, median, row
 from .core import PROMPT, Case, loaded_manager
@@ -73,7 +73,7 @@ def measure_cuda(model: str, repeats: int) -> list[Row]:
     """Every memory plan of the step-down ladder in turn; needs a CUDA GPU and the real weights."""
     if not torch.cuda.is_available():
         return [row("6 CUDA", "-", "skipped", None, note="no CUDA GPU on this machine")]
-    from kolors_app.memory import LADDER
+    from kolors_app.models.memory import LADDER
 
     rows = []
     for plan in LADDER:

@@ -8,8 +8,8 @@ import gc
 import numpy as np
 import torch
 
-from kolors_app.generation import generate
-from kolors_app.gpu_options import compile_unet, recompile_count, warm_up
+from kolors_app.engine.generation import generate
+from kolors_app.models.gpu_options import compile_unet, recompile_count, warm_up
 
 from .common import Row, Sample, medians, row, timed
 from .core import Case, loaded_manager, request_for

@@ -35,7 +35,7 @@ def cases(args):
     """Tiny models on the CPU; on a CUDA machine the real model at 1024 px as well."""
     import torch
 
-    from kolors_app.config import Settings
+    from kolors_app.core.config import Settings
 
     from .core import Case, tiny_case
 

@@ -13,8 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kolors_app.generation import generate
-from kolors_app.params import GenerationRequest
+from kolors_app.engine.generation import generate
+from kolors_app.core.params import GenerationRequest
 
 from .common import ROOT, Row, Sample, medians, row, timed
 from .core import PROMPT, loaded_manager, tiny_case
@@ -119,7 +119,7 @@ def measure_startup(threads: int, repeats: int) -> list[Row]:
             image.append(Sample(time.perf_counter() - started,
                                 process_cpu(process) + time.process_time() - client_cpu))
     before = children_cpu()
-    importing = timed(lambda: subprocess.run([sys.executable, "-c", "import app, kolors_app.server"], cwd=ROOT,
+    importing = timed(lambda: subprocess.run([sys.executable, "-c", "import app, kolors_app.launch"], cwd=ROOT,
                                              check=True))
     importing.cpu = children_cpu() - before
     http, image = medians(http), medians(image)

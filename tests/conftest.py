@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-# --- Tiny offline Kolors models (kolors_app.tiny): built once per test session ---
+# --- Tiny offline Kolors models (kolors_app.testing.tiny): built once per test session ---
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """The tiny model folder: both tiny repos under their repo ids (see kolors_app.tiny.tiny_model_dir)."""
-    from kolors_app.tiny import tiny_model_dir
+    """The tiny model folder: both tiny repos under their repo ids (see kolors_app.testing.tiny.tiny_model_dir)."""
+    from kolors_app.testing.tiny import tiny_model_dir
 
     with pytest.MonkeyPatch.context() as patch:
         # Kept for the whole session, so code under test that calls tiny_model_dir() reuses this build.
@@ -25,7 +25,7 @@ def hf_cache(tiny_dir, tmp_path_factory):
     import diffusers.utils.hub_utils
     import huggingface_hub.constants
 
-    from kolors_app.tiny import install_into_hf_cache
+    from kolors_app.testing.tiny import install_into_hf_cache
 
     cache = tmp_path_factory.mktemp("hf-hub")
     install_into_hf_cache(cache)
@@ -46,7 +46,7 @@ def hf_cache(tiny_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def settings(hf_cache, tmp_path_factory):
     """Default settings (the real Hub repo ids, resolved from the tiny offline cache) on the CPU."""
-    from kolors_app.config import Settings
+    from kolors_app.core.config import Settings
 
     return Settings(device="cpu", outputs_dir=tmp_path_factory.mktemp("outputs"), save_outputs=False)
 
@@ -64,7 +64,7 @@ def init_image():
 @pytest.fixture(scope="session")
 def manager(settings):
     """One loaded pipeline manager shared by the session (loading is the slow part)."""
-    from kolors_app.pipelines import PipelineManager
+    from kolors_app.models.pipelines import PipelineManager
 
     manager = PipelineManager(settings)
     manager.load()
@@ -154,7 +154,7 @@ def served(settings, manager, tmp_path_factory):
     """The production launch() in this process on the shared tiny manager, so that tests can patch the pipeline."""
     from gradio_http import free_port
 
-    from kolors_app.server import launch
+    from kolors_app.launch import launch
 
     folder = tmp_path_factory.mktemp("served")
     with pytest.MonkeyPatch.context() as patch:
@@ -184,7 +184,7 @@ def upload_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(settings, manager, upload_dir):
     """(app, ctx): the whole UI around the session's tiny manager, built but never launched."""
-    from kolors_app.server import build
+    from kolors_app.launch import build
 
     return build(settings, manager)
 

@@ -14,7 +14,7 @@ import webuiapi
 from gradio_http import free_port, wait_until
 from PIL import Image
 
-from kolors_app.metadata import JSON_KEY, read_image_parameters
+from kolors_app.metadata.parameters import JSON_KEY, read_image_parameters
 
 SMALL = dict(width=256, height=256, steps=2)
 
@@ -25,9 +25,9 @@ def a1111(settings, tmp_path_factory):
 
     Its own pipeline manager: the LoRAs it switches never touch the session's shared pipeline.
     """
-    from kolors_app import tiny_creative
-    from kolors_app.pipelines import PipelineManager
-    from kolors_app.server import launch
+    from kolors_app.testing import tiny_creative
+    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.launch import launch
 
     folder = tmp_path_factory.mktemp("a1111")
     tiny_creative.build_esrgan(folder / "upscalers" / "tiny-esrgan-4x.safetensors")
@@ -199,7 +199,7 @@ def test_save_images_is_refused_when_saving_is_off(settings, manager):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from kolors_app.a1111 import a1111_router
+    from kolors_app.api.a1111 import a1111_router
     from kolors_app.ui.runner import AppContext
 
     ctx = AppContext(dataclasses.replace(settings, save_outputs=False), manager)
@@ -213,7 +213,7 @@ def test_api_auth_is_required_when_set(settings, manager):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from kolors_app.a1111 import a1111_router
+    from kolors_app.api.a1111 import a1111_router
     from kolors_app.ui.runner import AppContext
 
     ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret,other:pw"), manager)
@@ -226,7 +226,7 @@ def test_api_auth_is_required_when_set(settings, manager):
 
 
 def test_api_is_off_by_default_and_needs_auth_on_a_share_link():
-    from kolors_app.config import SettingsError, load_settings
+    from kolors_app.core.config import SettingsError, load_settings
 
     assert load_settings([])[0].api is False
     with pytest.raises(SettingsError, match="api-auth"):
@@ -336,7 +336,7 @@ def test_a1111_package_does_not_import_gradio():
     import subprocess
     import sys
 
-    code = "import sys, kolors_app.a1111; print('gradio' in sys.modules)"
+    code = "import sys, kolors_app.api.a1111; print('gradio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 

@@ -11,11 +11,11 @@ from diffusers import KolorsPipeline
 from PIL import Image
 
 from bench.common import ForwardCounter
-from kolors_app.embeddings import EmbeddingCaches, LRUCache, caches_for
-from kolors_app.generation import generate
-from kolors_app.params import GenerationRequest, InitImage, Reference
-from kolors_app.pipelines import PipelineKey
-from kolors_app.pipelines import PipelineKey, PipelineManager
+from kolors_app.models.embeddings import EmbeddingCaches, LRUCache, caches_for
+from kolors_app.engine.generation import generate
+from kolors_app.core.params import GenerationRequest, InitImage, Reference
+from kolors_app.models.pipelines import PipelineKey
+from kolors_app.models.pipelines import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
@@ -188,7 +188,7 @@ def test_gpu_options_apply_and_keep_images_close(settings, manager):
 
 
 def test_importing_the_core_loads_no_model_library():
-    code = ("import sys, kolors_app.generation, kolors_app.embeddings, kolors_app.gpu_options; "
+    code = ("import sys, kolors_app.engine.generation, kolors_app.models.embeddings, kolors_app.models.gpu_options; "
             "print([name for name in ('diffusers', 'transformers', 'gradio') if name in sys.modules])")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

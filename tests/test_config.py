@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kolors_app.config import Limits, Settings, SettingsError, build_parser, load_settings, settings_table
+from kolors_app.core.config import Limits, Settings, SettingsError, build_parser, load_settings, settings_table
 
 
 def test_defaults_without_flags_or_variables():

@@ -7,10 +7,10 @@ from diffusers import (ControlNetModel, KolorsPipeline, StableDiffusionXLControl
                        StableDiffusionXLInpaintPipeline, UNet2DConditionModel)
 from PIL import Image, ImageDraw, ImageFilter
 
-from kolors_app.generation import generate
-from kolors_app.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError
-from kolors_app.pipelines import PipelineKey
-from kolors_app.preprocessors import canny_map
+from kolors_app.engine.generation import generate
+from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError
+from kolors_app.models.pipelines import PipelineKey
+from kolors_app.control.preprocessors import canny_map
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 CANNY_REPO = "Kwai-Kolors/Kolors-ControlNet-Canny"

@@ -8,11 +8,12 @@ import torch
 from PIL import Image
 from diffusers import KolorsImg2ImgPipeline, KolorsPipeline
 
-from kolors_app import creative, tiny_creative
-from kolors_app.generation import generate
-from kolors_app.metadata import png_bytes, read_image_parameters
-from kolors_app.params import GenerationRequest, InitImage, ValidationError, request_from_dict
-from kolors_app.pipelines import PipelineManager
+from kolors_app.creative import part as creative
+from kolors_app.testing import tiny_creative
+from kolors_app.engine.generation import generate
+from kolors_app.metadata.parameters import png_bytes, read_image_parameters
+from kolors_app.core.params import GenerationRequest, InitImage, ValidationError, request_from_dict
+from kolors_app.models.pipelines import PipelineManager
 from test_hires import needs_spandrel
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
@@ -106,7 +107,7 @@ def test_hires_fix_through_generate_and_back_from_the_png(own_manager, upscaler)
     restored = request_from_dict(text.parameters)
     assert restored.hires == hires and restored.width == 256
     # The A1111 text alone restores it as well.
-    from kolors_app.metadata import format_parameters, parse_parameters
+    from kolors_app.metadata.parameters import format_parameters, parse_parameters
 
     line = format_parameters(image.parameters)
     assert f"Hires upscale: 1.5, Hires steps: 4, Hires upscaler: {upscaler}, Denoising strength: 0.5" in line
@@ -128,7 +129,7 @@ def test_lora_hashes_in_the_png_and_restore_notes(own_manager):
     result = generate(own_manager, GenerationRequest(prompt="a cat", seed=2, loras=[{"name": "tiny-kohya", "weight": 0.7}],
                                                      **SMALL))
     params = result.images[0].parameters
-    from kolors_app.metadata import format_parameters, parse_parameters
+    from kolors_app.metadata.parameters import format_parameters, parse_parameters
 
     line = format_parameters(params)
     short = params["loras"][0]["hash"]
@@ -146,7 +147,7 @@ def test_lora_with_inpainting_matches_bare_diffusers(own_manager, folders, init_
     from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from PIL import ImageDraw
 
-    from kolors_app.params import Inpaint
+    from kolors_app.core.params import Inpaint
 
     mask = Image.new("L", (256, 256))
     ImageDraw.Draw(mask).rectangle([64, 64, 191, 191], fill=255)

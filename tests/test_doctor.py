@@ -10,9 +10,10 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from kolors_app import doctor, memory
-from kolors_app.config import Settings
-from kolors_app.doctor import run_check
+from kolors_app.serving import doctor
+from kolors_app.models import memory
+from kolors_app.core.config import Settings
+from kolors_app.serving.doctor import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 

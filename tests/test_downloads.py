@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import huggingface_hub.constants
 import pytest
 
-from kolors_app import downloads
-from kolors_app.downloads import ModelUnavailable, select_files
-from kolors_app.pipelines import PipelineManager
-from kolors_app.tiny import KOLORS_REPO
+from kolors_app.hub import downloads
+from kolors_app.hub.downloads import ModelUnavailable, select_files
+from kolors_app.models.pipelines import PipelineManager
+from kolors_app.testing.tiny import KOLORS_REPO
 
 REPO, IP_REPO = "Kwai-Kolors/Kolors-diffusers", "Kwai-Kolors/Kolors-IP-Adapter-Plus"
 HUB_LISTING = [

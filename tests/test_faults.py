@@ -18,7 +18,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_http import SMALL, Raw, assert_short_public_message, small, wait_until
 
-from kolors_app import generation
+from kolors_app.engine import generation
 
 
 def fail_first_calls(monkeypatch, error_factory, count: int = 1) -> list:

@@ -6,7 +6,7 @@ import httpx
 from gradio_http import ROOT, Raw, small
 from image_bytes import RED, encoded
 
-from kolors_app.history import OutputStore
+from kolors_app.outputs.history import OutputStore
 
 
 def test_file_routes_serve_only_the_apps_files(served, live_app):
@@ -17,7 +17,7 @@ def test_file_routes_serve_only_the_apps_files(served, live_app):
     saved = OutputStore(served.ctx.settings.outputs_dir).list_recent(1)[0]["path"]  # saved server-side (local)
     # The history lives in the browser now; a file that would be secret if it existed is still refused.
     secret = served.folder / "config" / "kolors-studio" / "history-secret"
-    refused = ["/etc/passwd", "/etc/hostname", str(ROOT / "app.py"), "app.py", "kolors_app/server.py",
+    refused = ["/etc/passwd", "/etc/hostname", str(ROOT / "app.py"), "app.py", "kolors_app/launch.py",
                "../../../../etc/passwd", "%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", str(saved), str(secret),
                f"{served.folder}/gradio/../config/kolors-studio/history-secret",
                f"http://127.0.0.1:{httpx.URL(live_app).port}/config", "https://huggingface.co/robots.txt",

@@ -5,10 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors_app import hires, tiny_creative, upscalers
-from kolors_app.config import Limits
-from kolors_app.params import ValidationError
-from kolors_app.tiny import KOLORS_REPO
+from kolors_app.creative import hires
+from kolors_app.testing import tiny_creative
+from kolors_app.creative import upscalers
+from kolors_app.core.config import Limits
+from kolors_app.core.params import ValidationError
+from kolors_app.testing.tiny import KOLORS_REPO
 
 
 def _spandrel_imports() -> bool:

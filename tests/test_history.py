@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kolors_app.config import Limits
-from kolors_app.history import (MAX_THUMBNAIL_CHARS, OutputStore, add_entry, clear, delete, export_json,
+from kolors_app.core.config import Limits
+from kolors_app.outputs.history import (MAX_THUMBNAIL_CHARS, OutputStore, add_entry, clear, delete, export_json,
                                 import_json, make_entry, make_thumbnail, sanitize_history, search, validate_entry)
-from kolors_app.metadata import read_parameters
-from kolors_app.params import ValidationError
+from kolors_app.metadata.parameters import read_parameters
+from kolors_app.core.params import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = {"mode": "text_to_image", "prompt": "a red fox", "negative_prompt": "", "width": 1024, "height": 1024,
@@ -303,7 +303,7 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from PIL import Image
-    from kolors_app.history import OutputStore
+    from kolors_app.outputs.history import OutputStore
 
     store = OutputStore(sys.argv[1])
     random = np.random.default_rng(int(sys.argv[2]))

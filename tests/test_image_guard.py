@@ -18,10 +18,10 @@ from gradio_http import NO_CONTROL, NO_CREATIVE, SMALL, Raw, assert_short_public
 from image_bytes import encoded
 from PIL import Image
 
-from kolors_app.config import Limits
-from kolors_app.images import load_image, size_for
-from kolors_app.metadata import read_image_parameters
-from kolors_app.params import ValidationError
+from kolors_app.core.config import Limits
+from kolors_app.media.images import load_image, size_for
+from kolors_app.metadata.parameters import read_image_parameters
+from kolors_app.core.params import ValidationError
 
 # Each of these asked Pillow for far more than its size: 2000 tags x 1 MB = 2 GB of copies, thousands of scans.
 BOMBS = {

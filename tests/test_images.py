@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kolors_app import images
-from kolors_app.config import Limits
-from kolors_app.images import decode_data_url, load_image, to_rgb
-from kolors_app.params import ValidationError
+from kolors_app.media import images
+from kolors_app.core.config import Limits
+from kolors_app.media.images import decode_data_url, load_image, to_rgb
+from kolors_app.core.params import ValidationError
 
 LIMITS = Limits()
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)

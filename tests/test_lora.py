@@ -5,9 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kolors_app import lora, tiny_creative
-from kolors_app.embeddings import EmbeddingCaches
-from kolors_app.tiny import KOLORS_REPO, _install_repo
+from kolors_app.creative import lora
+from kolors_app.testing import tiny_creative
+from kolors_app.models.embeddings import EmbeddingCaches
+from kolors_app.testing.tiny import KOLORS_REPO, _install_repo
 
 STEPS = dict(num_inference_steps=2, width=256, height=256, output_type="np")
 

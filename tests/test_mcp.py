@@ -11,12 +11,12 @@ import pytest
 from gradio_http import free_port
 from PIL import Image
 
-from kolors_app.metadata import read_image_parameters
+from kolors_app.metadata.parameters import read_image_parameters
 
 
 @pytest.fixture(scope="module")
 def mcp_url(settings, manager, tmp_path_factory):
-    from kolors_app.server import launch
+    from kolors_app.launch import launch
 
     folder = tmp_path_factory.mktemp("mcp")
     with pytest.MonkeyPatch.context() as patch:

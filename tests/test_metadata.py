@@ -8,11 +8,11 @@ import time
 import pytest
 from PIL import Image, PngImagePlugin
 
-from kolors_app import metadata
-from kolors_app.metadata import (JSON_KEY, PARAMETERS_KEY, clean_parameters, format_parameters, parse_parameters,
+from kolors_app.metadata import parameters as metadata
+from kolors_app.metadata.parameters import (JSON_KEY, PARAMETERS_KEY, clean_parameters, format_parameters, parse_parameters,
                                  png_bytes, read_image_parameters, read_parameters, save_png,
                                  scheduler_from_a1111, split_parameters)
-from kolors_app.params import ValidationError, request_from_dict
+from kolors_app.core.params import ValidationError, request_from_dict
 
 # What AUTOMATIC1111 v1.10 writes for a txt2img run with Hires fix and a LoRA (hand-written, realistic).
 A1111_HIRES = (
@@ -152,7 +152,7 @@ def test_real_a1111_hires_text():
         "negative_prompt": "lowres, bad anatomy, (worst quality:1.4), watermark",
         "num_inference_steps": 28, "guidance_scale": 7.0, "seed": 1234567890, "width": 832, "height": 1216,
         "scheduler": "DPM++ 2M Karras", "model": "sd_xl_base_1.0", "mode": "text_to_image", "num_images": 1,
-        # Denoising strength there belongs to the Hires pass (kolors_app/creative.py), not to an img2img.
+        # Denoising strength there belongs to the Hires pass (kolors_app/creative/part.py), not to an img2img.
         "hires_upscale": 1.5, "hires_steps": 15, "hires_upscaler": "4x-UltraSharp", "hires_denoising_strength": 0.45,
         "loras": [{"name": "add_detail", "weight": 0.6, "hash": "7c6bad76eb54"}, {"name": "b", "weight": 1.0, "hash": "2"}]}
     assert not any("Hires" in note for note in parsed.warnings)

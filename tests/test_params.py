@@ -3,8 +3,8 @@
 import pytest
 from PIL import Image
 
-from kolors_app.config import Limits
-from kolors_app.params import (ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError,
+from kolors_app.core.config import Limits
+from kolors_app.core.params import (ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError,
                                request_from_dict, validate)
 
 LIMITS = Limits()

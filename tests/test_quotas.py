@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from kolors_app.config import Settings, SettingsError, load_settings
-from kolors_app.http_guard import evict_oldest, host_name
-from kolors_app.params import GenerationRequest, ValidationError
-from kolors_app.quotas import DEFAULTS, LoginThrottle, QueueQuota, check_work, resolve, work_of
+from kolors_app.core.config import Settings, SettingsError, load_settings
+from kolors_app.serving.http_guard import evict_oldest, host_name
+from kolors_app.core.params import GenerationRequest, ValidationError
+from kolors_app.serving.quotas import DEFAULTS, LoginThrottle, QueueQuota, check_work, resolve, work_of
 
 
 def test_public_defaults_are_lower(monkeypatch):

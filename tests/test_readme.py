@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio
 import yaml
 
-from kolors_app.config import DEFAULT_IP_ADAPTER, DEFAULT_MODEL
+from kolors_app.core.config import DEFAULT_IP_ADAPTER, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 

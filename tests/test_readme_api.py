@@ -63,7 +63,7 @@ def test_the_rest_route_example(readme_app, tmp_path, monkeypatch, capsys):
     assert found["answer"].status_code == 200 and capsys.readouterr().out.strip() == "7"
     from PIL import Image
 
-    from kolors_app.metadata import read_image_parameters
+    from kolors_app.metadata.parameters import read_image_parameters
 
     stored = read_image_parameters(Image.open(tmp_path / "cat.png")).parameters
     assert stored["seed"] == 7 and stored["scheduler"] == "DPM++ 2M Karras"
@@ -82,7 +82,7 @@ def test_the_mcp_configuration_names_the_served_path(readme_app):
 
 
 def test_every_ignored_a1111_field_is_listed():
-    from kolors_app.a1111.payloads import IGNORED_FIELDS
+    from kolors_app.api.a1111.payloads import IGNORED_FIELDS
 
     section = api_section()
     paragraph = section[section.index("**Accepted and ignored**"):].split("\n\n")[0]

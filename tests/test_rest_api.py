@@ -12,9 +12,9 @@ import pytest
 from gradio_http import free_port
 from PIL import Image
 
-from kolors_app.generation import generate
-from kolors_app.metadata import JSON_KEY
-from kolors_app.params import GenerationRequest
+from kolors_app.engine.generation import generate
+from kolors_app.metadata.parameters import JSON_KEY
+from kolors_app.core.params import GenerationRequest
 
 SMALL = {"width": 256, "height": 256, "num_inference_steps": 2}
 PNG = {"Accept": "image/png"}
@@ -23,7 +23,7 @@ PNG = {"Accept": "image/png"}
 @pytest.fixture(scope="module")
 def rest(settings, manager, tmp_path_factory):
     """The app with --api served in this process on the shared tiny manager, saving on: (URL, context, outputs)."""
-    from kolors_app.server import launch
+    from kolors_app.launch import launch
 
     folder = tmp_path_factory.mktemp("rest")
     with pytest.MonkeyPatch.context() as patch:
@@ -156,8 +156,8 @@ def test_credentials_and_a_full_queue(settings, manager):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from kolors_app.a1111.jobs import JobBoard
-    from kolors_app.rest_api import PATH, native_router
+    from kolors_app.api.a1111.jobs import JobBoard
+    from kolors_app.api.rest import PATH, native_router
     from kolors_app.ui.runner import AppContext
 
     ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret"), manager)

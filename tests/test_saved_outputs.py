@@ -12,8 +12,8 @@ from gradio_client import Client
 from gradio_http import SMALL, free_port, small, stop_process, wait_until
 from PIL import Image
 
-from kolors_app.history import OutputStore
-from kolors_app.metadata import read_parameters
+from kolors_app.outputs.history import OutputStore
+from kolors_app.metadata.parameters import read_parameters
 
 
 def check_outputs(folder: Path) -> list[dict]:
@@ -68,7 +68,7 @@ def test_app_killed_while_saving_leaves_readable_files_and_a_consistent_index(st
 
 
 def test_no_server_side_saving_on_a_space(settings, manager, tmp_path, monkeypatch):
-    from kolors_app.server import launch
+    from kolors_app.launch import launch
 
     monkeypatch.setenv("SPACE_ID", "someone/kolors-studio")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))

@@ -8,11 +8,11 @@ import torch
 from diffusers import KolorsPipeline
 from PIL import Image
 
-from kolors_app import tiny_creative
-from kolors_app.generation import generate
-from kolors_app.hires import HiresFix
-from kolors_app.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
-from kolors_app.pipelines import PipelineManager
+from kolors_app.testing import tiny_creative
+from kolors_app.engine.generation import generate
+from kolors_app.creative.hires import HiresFix
+from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
+from kolors_app.models.pipelines import PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)

@@ -5,10 +5,10 @@ import json
 import orjson
 import pytest
 
-from kolors_app.config import Limits
-from kolors_app.history import make_entry, validate_entry
-from kolors_app.metadata import parse_parameters, read_image_parameters
-from kolors_app.params import GenerationRequest, ValidationError, validate
+from kolors_app.core.config import Limits
+from kolors_app.outputs.history import make_entry, validate_entry
+from kolors_app.metadata.parameters import parse_parameters, read_image_parameters
+from kolors_app.core.params import GenerationRequest, ValidationError, validate
 
 
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt"])

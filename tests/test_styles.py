@@ -2,8 +2,9 @@
 
 import pytest
 
-from kolors_app import dynamic_prompts, styles
-from kolors_app.params import ValidationError
+from kolors_app.creative import dynamic_prompts
+from kolors_app.creative import styles
+from kolors_app.core.params import ValidationError
 
 A1111_CSV = '''name,prompt,negative_prompt
 "Wrapped","best quality, {prompt}, masterpiece","lowres"

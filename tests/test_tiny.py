@@ -12,8 +12,8 @@ from huggingface_hub import get_cached_repo_tree, hf_hub_download, scan_cache_di
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
-from kolors_app import tiny
-from kolors_app.tiny import IP_ADAPTER_REPO, IP_ADAPTER_REVISION, IP_ADAPTER_WEIGHT_NAME, KOLORS_REPO
+from kolors_app.testing import tiny
+from kolors_app.testing.tiny import IP_ADAPTER_REPO, IP_ADAPTER_REVISION, IP_ADAPTER_WEIGHT_NAME, KOLORS_REPO
 
 KOLORS_FILES = [
     "model_index.json",

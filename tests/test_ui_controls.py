@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 from ui_handlers import ENDPOINTS, by_id, component, final, gallery_files, handler
 
-from kolors_app.schedulers import RECOMMENDED, SCHEDULER_NAMES
+from kolors_app.core.schedulers import RECOMMENDED, SCHEDULER_NAMES
 from kolors_app.ui.controls import ASPECT_PRESETS, CUSTOM, aspect_for, selected_image
 
 def unchanged(updates: dict) -> bool:

@@ -61,9 +61,9 @@ def lora_app(settings, hf_cache, upload_dir, tmp_path_factory):
     """The whole UI on a manager whose LoRA folder holds the tiny LoRAs: (app, ctx)."""
     from diffusers import KolorsPipeline
 
-    from kolors_app import tiny_creative
-    from kolors_app.pipelines import PipelineManager
-    from kolors_app.server import build
+    from kolors_app.testing import tiny_creative
+    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.launch import build
 
     folder = tmp_path_factory.mktemp("ui-lora")
     tiny_creative.build_lora_folder(KolorsPipeline.from_pretrained(REPO, variant="fp16", dtype=torch.float32), folder)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kolors_app import xyz
-from kolors_app.generation import generate
-from kolors_app.params import ValidationError, request_from_dict
+from kolors_app.creative import xyz
+from kolors_app.engine.generation import generate
+from kolors_app.core.params import ValidationError, request_from_dict
 
 
 @pytest.mark.parametrize("kind, text, values", [
@@ -38,7 +38,7 @@ def test_bad_axes_name_the_field():
 
 
 def test_a_grid_is_bounded_by_the_work_budget_naming_the_axis():
-    from kolors_app.quotas import DEFAULTS
+    from kolors_app.serving.quotas import DEFAULTS
 
     local, public = DEFAULTS["max_work"]
     axes = [xyz.Axis("seed", list(range(8))), xyz.Axis("steps", list(range(20, 28))), xyz.Axis("guidance", [1.0, 2.0])]

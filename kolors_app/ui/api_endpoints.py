@@ -10,9 +10,9 @@ from typing import Callable
 
 import gradio as gr
 
-from ..params import GenerationRequest, InitImage, Inpaint, Reference
-from .control_units import CONTROL_ARGS, units_from, with_control_parameters
-from .runner import AppContext, run_for_program
+from kolors_app.core.params import GenerationRequest, InitImage, Inpaint, Reference
+from kolors_app.ui.control_units import CONTROL_ARGS, units_from, with_control_parameters
+from kolors_app.ui.runner import AppContext, run_for_program
 
 GPU_QUEUE = "gpu"  # the concurrency id every model run shares (generate_tabs.GPU_QUEUE)
 

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..images import resolve_allowed_path, size_for
-from ..metadata import clean_parameters
-from ..params import ValidationError, images_needed
-from ..schedulers import SCHEDULER_NAMES
-from .creative import creative_tab, restore_part
-from .controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
-from .generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
-from .history_tab import history_tab
-from .inpaint_tab import inpaint_tab
-from .i18n import i18n, language, name_of, status_text, tr
-from .png_info_tab import png_info_tab
-from .runner import AppContext, as_text
+from kolors_app.media.images import resolve_allowed_path, size_for
+from kolors_app.metadata.parameters import clean_parameters
+from kolors_app.core.params import ValidationError, images_needed
+from kolors_app.core.schedulers import SCHEDULER_NAMES
+from kolors_app.ui.creative import creative_tab, restore_part
+from kolors_app.ui.controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
+from kolors_app.ui.generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
+from kolors_app.ui.history_tab import history_tab
+from kolors_app.ui.inpaint_tab import inpaint_tab
+from kolors_app.ui.i18n import i18n, language, name_of, status_text, tr
+from kolors_app.ui.png_info_tab import png_info_tab
+from kolors_app.ui.runner import AppContext, as_text
 
 # Gradio's temporary files (uploads, gallery PNGs) are deleted once an hour when older than a day.
 CACHE_CLEANUP = (3600, 86400)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from ..params import CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name, validate_controls
-from ..preprocessors import control_map
-from .i18n import i18n, tr
-from .runner import AppContext, as_text
+from kolors_app.core.params import CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name, validate_controls
+from kolors_app.control.preprocessors import control_map
+from kolors_app.ui.i18n import i18n, tr
+from kolors_app.ui.runner import AppContext, as_text
 
 # One unit's parameters in input order (control_type ... control_high_threshold, then the same with _2, _3).
 UNIT_FIELDS = ("type", "image", "preprocess", "scale", "start", "end", "low_threshold", "high_threshold")
@@ -113,7 +113,7 @@ def _path(value) -> str | None:
 
 def preview_map(ctx: AppContext, index: int, kind, image, preprocess, low, high, request: gr.Request | None):
     """The map this unit would feed its ControlNet, to see, download or use as the image; errors are toasts."""
-    from ..images import load_image
+    from kolors_app.media.images import load_image
 
     try:  # checked as unit 1 (its names have no suffix), then named as this unit
         if kind in (None, "", "none"):

@@ -8,12 +8,12 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from ..config import Limits
-from ..metadata import clean_parameters, format_parameters
-from ..params import ValidationError
-from ..schedulers import RECOMMENDED, SCHEDULER_NAMES
-from ..zerogpu import on_zero_gpu
-from .i18n import i18n, name_of, tr, language
+from kolors_app.core.config import Limits
+from kolors_app.metadata.parameters import clean_parameters, format_parameters
+from kolors_app.core.params import ValidationError
+from kolors_app.core.schedulers import RECOMMENDED, SCHEDULER_NAMES
+from kolors_app.core.zerogpu import on_zero_gpu
+from kolors_app.ui.i18n import i18n, name_of, tr, language
 
 # Sizes around one megapixel (Kolors' native 1024x1024), all multiples of 64.
 ASPECT_PRESETS = {
@@ -144,7 +144,7 @@ def aspect_for(width: int, height: int) -> str:
 
 def gallery_buttons() -> list[str]:
     """The gallery's buttons that work where the app runs: gradio's Share works on Spaces only."""
-    from ..config import on_spaces
+    from kolors_app.core.config import on_spaces
 
     return ["download", "download_all", "fullscreen"] + (["share"] if on_spaces() or on_zero_gpu() else [])
 

@@ -8,18 +8,18 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from .. import xyz
-from ..creative import final_prompts, tools_for
-from ..hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
-from ..lora import restore_loras, split_lora_tags
-from ..generation import RunControl
-from ..quotas import resolve
-from ..params import GenerationRequest, ValidationError, request_from_dict, validate
-from ..schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from ..upscalers import LATENT
-from .i18n import i18n
-from ..result_files import encode_png, write_served_png
-from .runner import CREATIVE_PART, AppContext, as_text, run_request, session_of
+from kolors_app.creative import xyz
+from kolors_app.creative.part import final_prompts, tools_for
+from kolors_app.creative.hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
+from kolors_app.creative.lora import restore_loras, split_lora_tags
+from kolors_app.engine.generation import RunControl
+from kolors_app.serving.quotas import resolve
+from kolors_app.core.params import GenerationRequest, ValidationError, request_from_dict, validate
+from kolors_app.core.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from kolors_app.creative.upscalers import LATENT
+from kolors_app.ui.i18n import i18n
+from kolors_app.outputs.result_files import encode_png, write_served_png
+from kolors_app.ui.runner import CREATIVE_PART, AppContext, as_text, run_request, session_of
 
 STRINGS = {
     "en": {

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image, ImageOps
 
-from ..images import header_size, load_image, size_for
-from ..params import GenerationRequest, InitImage, Reference, ValidationError
-from ..prompts import load_examples
-from .api_endpoints import wire_program_endpoint
-from .control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
-from .creative import creative_accordion, with_creative_part
-from .controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
-from .i18n import i18n, language, name_of, tr
-from .runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames, run_request,
+from kolors_app.media.images import header_size, load_image, size_for
+from kolors_app.core.params import GenerationRequest, InitImage, Reference, ValidationError
+from kolors_app.core.prompts import load_examples
+from kolors_app.ui.api_endpoints import wire_program_endpoint
+from kolors_app.ui.control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
+from kolors_app.ui.creative import creative_accordion, with_creative_part
+from kolors_app.ui.controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
+from kolors_app.ui.i18n import i18n, language, name_of, tr
+from kolors_app.ui.runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames, run_request,
                      session_of)
 
 log = logging.getLogger(__name__)

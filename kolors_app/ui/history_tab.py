@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .i18n import i18n
+from kolors_app.ui.i18n import i18n
 
 
 @dataclass

@@ -10,16 +10,16 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..image_guard import open_image
-from ..images import check_pixels, header_size, read_allowed_file
-from ..params import INPAINT_AREAS, INPAINT_MODELS, OUTPAINT_SIDES, ValidationError
-from .api_endpoints import inpaint_request
-from .control_units import control_accordion
-from .controls import build_controls
-from .generate_tabs import (IMAGE_INPUT, GenerationTab, _examples, _image, _wire, page_run, size_of_upload,
+from kolors_app.media.image_guard import open_image
+from kolors_app.media.images import check_pixels, header_size, read_allowed_file
+from kolors_app.core.params import INPAINT_AREAS, INPAINT_MODELS, OUTPAINT_SIDES, ValidationError
+from kolors_app.ui.api_endpoints import inpaint_request
+from kolors_app.ui.control_units import control_accordion
+from kolors_app.ui.controls import build_controls
+from kolors_app.ui.generate_tabs import (IMAGE_INPUT, GenerationTab, _examples, _image, _wire, page_run, size_of_upload,
                             snap_request_sizes)
-from .i18n import i18n, language, tr
-from .runner import AppContext, as_text, run_request
+from kolors_app.ui.i18n import i18n, language, tr
+from kolors_app.ui.runner import AppContext, as_text, run_request
 
 BRUSH_PIXELS = 32
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..metadata import read_image_parameters
-from ..params import ValidationError
-from .i18n import i18n, tr
-from .runner import as_text
+from kolors_app.metadata.parameters import read_image_parameters
+from kolors_app.core.params import ValidationError
+from kolors_app.ui.i18n import i18n, tr
+from kolors_app.ui.runner import as_text
 
 
 @dataclass

@@ -21,18 +21,18 @@ from typing import Iterator
 import anyio
 import gradio as gr
 
-from ..config import Settings, on_spaces
-from ..downloads import ModelUnavailable
-from ..generation import RunControl, generate
-from ..history import OutputStore
-from ..memory import OutOfGPUMemory
-from ..quotas import check_work, resolve
-from ..params import GenerationResult, GenerationRequest, ValidationError, validate
-from .. import png_encoder
-from ..pipelines import PipelineManager
-from ..result_files import BackgroundSaver, encode_png, write_served_png
-from ..zerogpu import gpu_decorator, on_zero_gpu
-from .i18n import tr
+from kolors_app.core.config import Settings, on_spaces
+from kolors_app.hub.downloads import ModelUnavailable
+from kolors_app.engine.generation import RunControl, generate
+from kolors_app.outputs.history import OutputStore
+from kolors_app.models.memory import OutOfGPUMemory
+from kolors_app.serving.quotas import check_work, resolve
+from kolors_app.core.params import GenerationResult, GenerationRequest, ValidationError, validate
+from kolors_app.media import png_encoder
+from kolors_app.models.pipelines import PipelineManager
+from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_served_png
+from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
+from kolors_app.ui.i18n import tr
 
 # The creative accordion's values of the event being handled (styles, hires fix): ui/creative.py sets it around
 # a tab's handler, so that the tabs' own request building stays as it is.

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from kolors_app.metadata import read_image_parameters
+from kolors_app.metadata.parameters import read_image_parameters
 from page_controls import (RUN_TIMEOUT, assert_no_error_badge, generate, open_tab, open_visitors, prepare, results,
                            set_number, text_box, toast, untranslated)
 
@@ -30,7 +30,7 @@ def creative_app(start_app, hf_cache, tmp_path_factory):
     from diffusers import KolorsPipeline
     from gradio_http import stop_process
 
-    from kolors_app import tiny_creative
+    from kolors_app.testing import tiny_creative
 
     folder = tmp_path_factory.mktemp("browser-lora")
     pipe = KolorsPipeline.from_pretrained("Kwai-Kolors/Kolors-diffusers", variant="fp16", dtype=torch.float32)

@@ -1,0 +1,314 @@
+"""The /sdapi/v1/ and /controlnet/ routes: same validation, limits and GPU slot as the UI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import time
+import traceback
+from typing import Any, Callable
+
+import anyio
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import ValidationError as PydanticError
+
+from kolors_app.media import png_encoder
+from kolors_app.creative.part import tools_for
+from kolors_app.engine.generation import RunControl, batch_seeds
+from kolors_app.metadata.parameters import format_parameters, read_image_parameters, split_parameters
+from kolors_app.core.params import MAX_SEED, ValidationError, concrete_seed, validate
+from kolors_app.serving.quotas import check_work, resolve
+from kolors_app.outputs.result_files import encode_png
+from kolors_app.core.schedulers import SCHEDULER_NAMES
+from kolors_app.creative.upscalers import LATENT
+from kolors_app.api.a1111.jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
+from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, Txt2Img, a1111_error, build_request,
+                       check_unsupported, enabled_units, scheduler_for)
+
+log = logging.getLogger(__name__)
+# A body holds at most a few images of --max-upload-bytes each, base64-encoded (4/3 larger).
+MAX_IMAGES_PER_BODY = 6
+CONTROLNET_MODELS = ("Kolors-ControlNet-Canny", "Kolors-ControlNet-Depth", "Kolors-ControlNet-Pose")
+
+
+def error_response(status: int, error: str, detail: str, field: str | None = None) -> JSONResponse:
+    """A1111's error shape ({"error", "detail"}), plus the field at fault."""
+    return JSONResponse({"error": error, "detail": detail, "field": field}, status_code=status)
+
+
+def credentials_check(settings) -> Callable:
+    """A dependency requiring HTTP Basic credentials from --api-auth (or --auth) when either is set."""
+    text = settings.api_auth or settings.auth
+    allowed = [tuple(pair.split(":", 1)) for pair in text.split(",")] if text else []
+    basic = HTTPBasic(auto_error=False)
+
+    def check(given: HTTPBasicCredentials | None = Depends(basic)):
+        if not allowed:
+            return
+        if given is not None and any(secrets.compare_digest(given.username.encode(), user.encode())
+                                     & secrets.compare_digest(given.password.encode(), password.encode())
+                                     for user, password in allowed):
+            return
+        raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    return check
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body, refused past `limit` bytes before it is all read."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body is larger than {limit // 1024 // 1024} MB")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"{}")
+    except ValueError as error:
+        raise HTTPException(422, f"body: not valid JSON ({error})") from None
+
+
+def info_json(body: Txt2Img, seeds: list[int], images: list, job: Job) -> str:
+    """A1111's `info`: a JSON string with the seeds and the infotext of every image."""
+    first = images[0].parameters if images else {}
+    return json.dumps({
+        "prompt": body.prompt, "all_prompts": [body.prompt] * len(seeds),
+        "negative_prompt": body.negative_prompt, "all_negative_prompts": [body.negative_prompt] * len(seeds),
+        "seed": seeds[0], "all_seeds": seeds, "subseed": seeds[0], "all_subseeds": seeds, "subseed_strength": 0,
+        "width": first.get("width", body.width), "height": first.get("height", body.height),
+        "sampler_name": body.sampler_name or "Euler", "scheduler": body.scheduler or "Automatic",
+        "cfg_scale": body.cfg_scale, "steps": body.steps, "batch_size": body.batch_size, "n_iter": body.n_iter,
+        "restore_faces": False, "face_restoration_model": None, "sd_model_name": MODEL_TITLE, "sd_model_hash": None,
+        "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": getattr(body, "denoising_strength", None), "extra_generation_params": {},
+        "index_of_first_image": 0, "infotexts": [format_parameters(item.parameters) for item in images],
+        "styles": [], "job_timestamp": job.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
+        "interrupted": job.interrupted, "version": "kolors-studio",
+    }, ensure_ascii=False)
+
+
+def body_limit_of(limits) -> int:
+    """The largest JSON body taken: MAX_IMAGES_PER_BODY images in base64 at the upload limit, and 1 MB more."""
+    return limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
+
+
+def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: JobBoard | None = None,
+                 public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
+                 ) -> APIRouter:
+    """Every A1111 route, bound to the app's context (settings, manager, outputs, generate()).
+
+    `public_message` is what a caller may see of a failed run (the app passes the page's own wording); `board`
+    is the GPU slot and queue bound it shares with the app's own REST route (rest_api.py).
+    """
+    settings, limits = ctx.settings, ctx.settings.limits
+    board = board or JobBoard(settings.queue_size, waiting_elsewhere)
+    router = APIRouter(dependencies=[Depends(credentials_check(settings))])
+    body_limit = body_limit_of(limits)
+
+    def run_job(body: Txt2Img, requests: list, seeds: list[int]) -> dict:
+        job = Job(job_count=len(requests), steps=body.steps)
+
+        def on_preview(step, image):
+            job.preview = image
+
+        def on_progress(step, total):
+            job.step = step
+
+        def work(job: Job) -> list:
+            images, stopped = [], False
+            for number, request in enumerate(requests):
+                job.job_no = number
+                stop = job.next_iteration()
+                control = RunControl(on_progress=on_progress, on_preview=on_preview, stop=stop,
+                                     preview_seconds=PREVIEW_SECONDS)
+                result = ctx.generate(request, control)
+                images += result.images
+                stopped = stopped or result.stopped
+                if job.interrupted:
+                    break
+            return images
+
+        images = board.run(job, work)
+        encoded = [encode_png(item.image, item.parameters) for item in images]
+        if body.save_images and ctx.saver is not None:
+            for item, data in zip(images, encoded):
+                ctx.saver.save(item.parameters, data)
+        echoed = body.model_dump(exclude={"init_images", "mask"})
+        return {"images": [base64.b64encode(data).decode("ascii") for data in encoded] if body.send_images else [],
+                "parameters": echoed, "info": info_json(body, seeds, images, job)}
+
+    async def generate_route(request: Request, model: type[Txt2Img]):
+        try:
+            body = model.model_validate(await read_json(request, body_limit))
+        except PydanticError as error:
+            first = error.errors()[0]
+            name = ".".join(str(part) for part in first["loc"]) or "body"
+            return error_response(422, "Invalid input", f"{name}: {first['msg']}", name)
+        try:
+            check_unsupported(body, saving=ctx.saver is not None)
+            if not 1 <= body.batch_size <= limits.max_images:
+                raise ValidationError("batch_size", f"must be from 1 to {limits.max_images}, got {body.batch_size}")
+            if body.n_iter < 1 or body.n_iter * body.batch_size > limits.max_images:
+                raise ValidationError("n_iter", f"n_iter x batch_size must be from 1 to {limits.max_images}, "
+                                                f"got {body.n_iter} x {body.batch_size}")
+            scheduler = scheduler_for(body.sampler_name or body.sampler_index, body.scheduler)
+            if body.seed != -1 and not 0 <= body.seed <= MAX_SEED:
+                raise ValidationError("seed", f"must be -1 (random) or from 0 to {MAX_SEED}, got {body.seed}")
+            seeds = batch_seeds(concrete_seed(None if body.seed == -1 else body.seed), body.n_iter * body.batch_size)
+            unit_indexes = [index for index, _unit in enabled_units(body)]
+        except ValidationError as error:  # these already name the A1111 field
+            return error_response(422, "Invalid input", str(error), error.field)
+        try:
+            requests = [validate(build_request(body, scheduler, seeds[number * body.batch_size], limits), limits)
+                        for number in range(body.n_iter)]
+            for checked in requests:
+                check_work(checked, resolve(settings))  # the same work budget as the page's
+            return await anyio.to_thread.run_sync(run_job, body, requests, seeds)
+        except QueueFull as error:
+            return error_response(503, "Queue is full", str(error))
+        except ValidationError as error:  # also the core's own checks (LoRA and upscaler names) before model work
+            error = a1111_error(error, unit_indexes)
+            return error_response(422, "Invalid input", str(error), error.field)
+        except Exception as error:  # logged in full for the operator, short for the caller
+            log.error("A1111 API generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
+            error.__traceback__ = None
+            ctx.manager.release_memory()
+            return error_response(500, type(error).__name__, public_message(error))
+
+    @router.post("/sdapi/v1/txt2img")
+    async def txt2img(request: Request):
+        return await generate_route(request, Txt2Img)
+
+    @router.post("/sdapi/v1/img2img")
+    async def img2img(request: Request):
+        return await generate_route(request, Img2Img)
+
+    @router.get("/sdapi/v1/progress")
+    def progress(skip_current_image: bool = False):
+        job = board.current
+        if job is None:
+            return {"progress": 0.0, "eta_relative": 0.0, "state": {"skipped": False, "interrupted": False,
+                    "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
+                    "sampling_steps": 0}, "current_image": None, "textinfo": None}
+        done = job.progress()
+        spent = time.monotonic() - job.started
+        image = None
+        if job.preview is not None and not skip_current_image:
+            image = base64.b64encode(png_encoder.encode_png(job.preview)).decode("ascii")
+        return {"progress": round(done, 4), "eta_relative": round(spent / done - spent, 2) if done > 0 else 0.0,
+                "state": {"skipped": job.skipped, "interrupted": job.interrupted, "job": f"job {job.job_no + 1}",
+                          "job_count": job.job_count, "job_timestamp": job.timestamp, "job_no": job.job_no,
+                          "sampling_step": job.step, "sampling_steps": job.steps},
+                "current_image": image, "textinfo": None}
+
+    @router.post("/sdapi/v1/interrupt")
+    def interrupt():
+        board.interrupt()
+        return {}
+
+    @router.post("/sdapi/v1/skip")
+    def skip():
+        board.skip()
+        return {}
+
+    @router.get("/sdapi/v1/options")
+    def get_options():
+        return {"sd_model_checkpoint": MODEL_TITLE, "samples_format": "png", "sd_checkpoint_hash": None,
+                "CLIP_stop_at_last_layers": 1, "save_images": ctx.saver is not None}
+
+    @router.post("/sdapi/v1/options")
+    async def set_options(request: Request):
+        values = await read_json(request, 1024 * 1024)
+        if not isinstance(values, dict):
+            return error_response(422, "Invalid input", "body: must be an object of options", "body")
+        checkpoint = values.get("sd_model_checkpoint")
+        if checkpoint not in (None, MODEL_TITLE):
+            return error_response(422, "Invalid input", f"sd_model_checkpoint: must be {MODEL_TITLE!r} (the only "
+                                                        f"model here); got {checkpoint!r}", "sd_model_checkpoint")
+        return None  # other options are accepted and ignored: this server has no global settings to change
+
+    @router.get("/sdapi/v1/sd-models")
+    def sd_models():
+        return [{"title": MODEL_TITLE, "model_name": MODEL_TITLE, "hash": None, "sha256": None,
+                 "filename": "Kwai-Kolors/Kolors-diffusers", "config": None}]
+
+    @router.get("/sdapi/v1/samplers")
+    def samplers():
+        return [{"name": name, "aliases": [], "options": {}} for name in SCHEDULER_NAMES]
+
+    @router.get("/sdapi/v1/schedulers")
+    def schedulers():
+        return [{"name": key, "label": label, "aliases": None, "default_rho": -1, "need_inner_model": False}
+                for key, label in SCHEDULE_TYPES.items()]
+
+    @router.get("/sdapi/v1/upscalers")
+    def upscalers():
+        """The pixel upscalers for hr_upscaler (the upscaler folder's models after Lanczos); no server paths."""
+        library = tools_for(ctx.manager).upscalers
+        return [{"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": None}
+                for name in library.names(latent=False)]
+
+    @router.get("/sdapi/v1/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": LATENT}]
+
+    @router.get("/sdapi/v1/loras")
+    def loras():
+        """The LoRA folder's LoRAs, by the name `<lora:name:weight>` takes; no server paths."""
+        return [{"name": name, "alias": name, "path": None, "metadata": {}}
+                for name in tools_for(ctx.manager).loras.names()]
+
+    @router.post("/sdapi/v1/refresh-loras")
+    def refresh_loras():
+        tools_for(ctx.manager).loras.refresh()
+        return None
+
+    @router.get("/sdapi/v1/scripts")
+    def scripts():
+        return {"txt2img": [], "img2img": []}
+
+    @router.post("/sdapi/v1/png-info")
+    async def png_info(request: Request):
+        values = await read_json(request, limits.max_upload_bytes * 4 // 3 + 1024)
+        try:
+            image = values.get("image") if isinstance(values, dict) else None
+            found = read_image_parameters(_image_bytes(image, limits), field="image")
+        except ValidationError as error:
+            return error_response(422, "Invalid input", str(error), error.field)
+        text = found.text or ""
+        prompt, negative, pairs = split_parameters(text) if text else ("", "", [])
+        parsed = {"Prompt": prompt, "Negative prompt": negative, **dict(pairs)} if text else {}
+        return {"info": text, "items": {"parameters": text} if text else {}, "parameters": parsed}
+
+    @router.get("/controlnet/model_list")
+    def controlnet_models():
+        return {"model_list": list(CONTROLNET_MODELS)}
+
+    @router.get("/controlnet/module_list")
+    def controlnet_modules():
+        return {"module_list": list(CONTROL_MODULES)}
+
+    return router
+
+
+def _image_bytes(value, limits) -> bytes:
+    """The bytes of a base64 image (raw or data: URL), size-checked; the pixels are not decoded here."""
+    from kolors_app.media.images import decode_data_url
+
+    if not isinstance(value, str) or not value:
+        raise ValidationError("image", "must be a base64-encoded image")
+    if value[:5].lower() == "data:":
+        return decode_data_url(value, limits.max_upload_bytes, "image")
+    if len(value) * 3 // 4 > limits.max_upload_bytes:
+        raise ValidationError("image", f"is larger than {limits.max_upload_bytes // 1024 // 1024} MB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValidationError("image", "is not valid base64") from None
+
+
+__all__ = ["a1111_router"]

@@ -1,0 +1,148 @@
+"""The app's own REST API (`--api`): `POST /kolors/v1/generate`, one request in, the finished PNG out.
+
+For programs that want nothing between them and the model: no queue protocol, no event stream, no file to
+fetch afterwards. The body is the flat parameters every image carries in its JSON chunk (the names of the
+gradio endpoints; `mode` may be left out: the images given decide it), images as base64 under their own
+names. The answer is the PNG itself (with `Accept: image/png` and one image) or JSON with the PNGs in base64.
+It shares the A1111 routes' GPU slot and queue bound (a1111/jobs.py), their credentials and body limit, and
+the core's validation: a bad value is HTTP 422 naming the field, before any model work.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import traceback
+from typing import Any, Callable
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from kolors_app.api.a1111.jobs import Job, JobBoard, QueueFull
+from kolors_app.api.a1111.payloads import decode_image
+from kolors_app.api.a1111.routes import body_limit_of, credentials_check, error_response, read_json
+from kolors_app.creative.part import HIRES_KEYS
+from kolors_app.engine.generation import RunControl
+from kolors_app.core.params import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage, ValidationError,
+                     control_name, parameter_kinds, request_from_dict, validate)
+from kolors_app.serving.quotas import check_work, resolve
+from kolors_app.outputs.result_files import encode_png
+
+log = logging.getLogger(__name__)
+PATH = "/kolors/v1/generate"
+CREATIVE_KEYS = ("styles", "loras", *HIRES_KEYS.values())
+# Written into every image's JSON (the model, the prompts after styles and dynamic prompts), accepted so that an
+# image's JSON can be posted back, and ignored: they follow from the rest.
+RECORDED_KEYS = ("model", "final_prompt", "final_negative_prompt")
+CONTROL_IMAGES = tuple(control_name("image", index) for index in range(MAX_CONTROL_UNITS))
+
+
+def implied_mode(body: dict) -> str:
+    """The mode the images given ask for, when the body names none."""
+    if "mask" in body or any(body.get(f"outpaint_{side}") for side in ("left", "right", "up", "down")):
+        return "inpaint"
+    if "ip_adapter_image" in body:
+        return "ip_adapter"
+    return "image_to_image" if "image" in body else "text_to_image"
+
+
+def image_fields(mode: str) -> tuple[str, ...]:
+    """The image parameters a mode takes (besides the ControlNet units' images)."""
+    return {"text_to_image": (), "image_to_image": ("image",), "ip_adapter": ("ip_adapter_image", "image"),
+            "inpaint": ("image", "mask")}[mode] + CONTROL_IMAGES
+
+
+def request_of(body: Any, limits):
+    """The core's request for a body, its images decoded safely (sizes checked first); not yet validated."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object of parameters")
+    mode = body.get("mode") or implied_mode(body)
+    if mode not in MODES:
+        raise ValidationError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
+    images = image_fields(mode)
+    known = {"mode", *parameter_kinds(mode), *CREATIVE_KEYS, *RECORDED_KEYS, *images}
+    for name in body:
+        if name not in known:
+            raise ValidationError(name, f"is not a parameter of {mode}; the parameters are {', '.join(sorted(known))}")
+    loras = body.get("loras", [])
+    if not isinstance(loras, list) or not all(isinstance(item, dict) and isinstance(item.get("name"), str)
+                                              for item in loras):
+        raise ValidationError("loras", "must be a list of {name, weight} objects (or <lora:name:weight> in the prompt)")
+    names = body.get("styles", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValidationError("styles", "must be a list of style names")
+    request = request_from_dict({**{name: value for name, value in body.items() if name not in images},
+                                 "mode": mode})
+    if "image" in body:
+        if request.init is None:  # IP-Adapter with an init image but no strength of its own
+            request.init = InitImage(strength=MODE_DEFAULTS[mode]["strength"])
+        request.init.image = decode_image(body["image"], "image", limits)
+    if "mask" in body and request.inpaint is not None:
+        request.inpaint.mask = decode_image(body["mask"], "mask", limits)
+    if "ip_adapter_image" in body:
+        request.reference.image = decode_image(body["ip_adapter_image"], "ip_adapter_image", limits)
+    typed = [index for index in range(MAX_CONTROL_UNITS)
+             if body.get(control_name("type", index), "none") not in (None, "none")]
+    for index, name in enumerate(CONTROL_IMAGES):
+        if name in body and index not in typed:
+            raise ValidationError(name, f"is given without {control_name('type', index)} (canny, depth or pose)")
+    for unit, index in zip(request.controls, typed):
+        name = control_name("image", index)
+        unit.image = decode_image(body[name], name, limits) if name in body else None
+    return request
+
+
+def native_router(ctx, board: JobBoard,
+                  public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
+                  ) -> APIRouter:
+    """The route, bound to the app's context; `board` is the GPU slot shared with the A1111 routes."""
+    settings, limits = ctx.settings, ctx.settings.limits
+    router = APIRouter(dependencies=[Depends(credentials_check(settings))])
+    body_limit = body_limit_of(limits)
+
+    def run(request) -> tuple[GenerationResult, list[bytes]]:
+        job = Job(job_count=1, steps=request.num_inference_steps)
+
+        def progress(step, total):
+            job.step = step
+
+        def work(job: Job) -> GenerationResult:
+            return ctx.generate(request, RunControl(on_progress=progress, stop=job.next_iteration()))
+
+        result = board.run(job, work)
+        encoded = [encode_png(item.image, item.parameters) for item in result.images]
+        if ctx.saver is not None:  # the outputs copy, written after the answer by the saver's thread
+            for item, data in zip(result.images, encoded):
+                ctx.saver.save(item.parameters, data)
+        return result, encoded
+
+    @router.post(PATH)
+    async def generate(http: Request):
+        body = await read_json(http, body_limit)  # broken JSON: 422; too large: 413
+        try:
+            request = validate(request_of(body, limits), limits)
+            check_work(request, resolve(settings))  # the same work budget as the page's
+            result, encoded = await anyio.to_thread.run_sync(run, request)
+        except ValidationError as error:
+            return error_response(422, "Invalid input", str(error), error.field)
+        except QueueFull as error:
+            return error_response(503, "Queue is full", str(error))
+        except Exception as error:  # logged in full for the operator, short for the caller
+            log.error("REST API generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
+            error.__traceback__ = None
+            ctx.manager.release_memory()
+            return error_response(500, type(error).__name__, public_message(error))
+        headers = {"X-Kolors-Seeds": ",".join(str(item.seed) for item in result.images),
+                   "X-Kolors-Warnings": json.dumps(result.warnings)}  # ASCII: JSON escapes the rest
+        if "image/png" in http.headers.get("accept", "") and len(encoded) == 1:
+            return Response(encoded[0], media_type="image/png", headers=headers)
+        return JSONResponse({"images": [base64.b64encode(data).decode("ascii") for data in encoded],
+                             "parameters": [item.parameters for item in result.images],
+                             "warnings": result.warnings, "stopped": result.stopped}, headers=headers)
+
+    return router
+
+
+__all__ = ["native_router", "PATH"]

@@ -1,0 +1,1 @@
+"""ControlNet models and preprocessors, and the inpainting canvas."""

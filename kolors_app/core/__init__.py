@@ -1,0 +1,1 @@
+"""Settings, the request and its parts, their validation, schedulers: plain Python, no gradio."""

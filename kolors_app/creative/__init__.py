@@ -1,0 +1,1 @@
+"""LoRA, styles, dynamic prompts, hires fix, upscalers and X/Y/Z plots."""

@@ -1,0 +1,1 @@
+"""The job engine: every entrance submits jobs here; it validates, costs, queues and runs them."""

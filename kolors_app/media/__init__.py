@@ -1,0 +1,1 @@
+"""Untrusted bytes to safe images (guard, decode, fit), and fast PNG encoding."""

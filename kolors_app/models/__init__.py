@@ -1,0 +1,1 @@
+"""Loading Kolors under a memory plan: the pipeline manager, embeddings caches, GPU options."""

@@ -1,0 +1,1 @@
+"""The ASGI side: HTTP guard, quotas, logins, library patches and the doctor."""

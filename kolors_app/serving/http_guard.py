@@ -1,0 +1,217 @@
+"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links.
+
+Every refusal is answered before gradio reads the request, with a short plain-text reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import math
+import re
+import threading
+import urllib.parse
+from pathlib import Path
+
+from kolors_app.serving.quotas import LoginThrottle, Quotas, WindowCounter
+
+log = logging.getLogger(__name__)
+# Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
+REMOTE_FILE_ROUTE = re.compile(r"/file[=/]\s*[a-z][a-z0-9+.\-]*:", re.IGNORECASE)
+UPLOAD_ROUTE = re.compile(r"/upload/?$")
+LOGIN_ROUTE = re.compile(r"/login/?$")
+UNQUEUED_ROUTE = re.compile(r"/run/predict/?$|/api/[^/]+/?$")
+DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
+# A multipart upload carries a few hundred bytes of headers around the file.
+MULTIPART_MARGIN = 64 * 1024
+BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+
+
+async def answer(send, status: int, text: str, headers: list | None = None) -> None:
+    """A plain-text response."""
+    body = text.encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())] + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def client_address(scope, trust_forwarded: bool) -> str:
+    """The visitor's address: the proxy's last X-Forwarded-For entry when behind one, else the socket's peer."""
+    if trust_forwarded:
+        forwarded = header(scope, b"x-forwarded-for")
+        if forwarded and forwarded.split(",")[-1].strip():
+            return forwarded.split(",")[-1].strip()
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def host_name(value: str | None) -> str:
+    """The host of a Host header, lower case, without the port."""
+    value = (value or "").strip().lower()
+    if value.startswith("["):
+        return value[:value.find("]") + 1]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Gatekeeper:
+    """The middleware; one per app, holding the counters of this process."""
+
+    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None):
+        self.app = app
+        self.quotas = quotas
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_dir = upload_dir
+        self.uploads = WindowCounter(3600.0)
+        self.logins = LoginThrottle(quotas.login_free_attempts)
+        self.unqueued: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._evicting = False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        allowed = self.quotas.allowed_hosts
+        host = host_name(header(scope, b"host"))
+        if allowed is not None and host not in allowed:
+            # A DNS-rebinding page reaches a local app under its own name: answer only to ours.
+            if scope["type"] == "http":
+                await answer(send, 421, "Unknown host name. Start the app with --allowed-hosts to add it.")
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if REMOTE_FILE_ROUTE.search(path):
+            await answer(send, 403, "Remote files are not served.")
+            return
+        if DEEP_LINK_ROUTE.search(path):
+            # It writes a session's whole state to disk for anyone who names the session.
+            await answer(send, 404, "Not found.")
+            return
+        if b"deep_link" in scope.get("query_string", b""):
+            scope = dict(scope, query_string=_without_deep_link(scope["query_string"]))
+        address = client_address(scope, self.quotas.trust_forwarded)
+        method = scope.get("method", "GET").encode()
+        if method in BODY_METHODS:
+            refused = self._body_refusal(scope, path, address)
+            if refused:
+                await answer(send, *refused)
+                return
+        if LOGIN_ROUTE.search(path) and method == b"POST":
+            await self._login(scope, receive, send, address)
+        elif UNQUEUED_ROUTE.search(path) and method == b"POST":
+            await self._unqueued(scope, receive, send, address)
+        elif UPLOAD_ROUTE.search(path) and method == b"POST":
+            await self._upload(scope, receive, send, address)
+        else:
+            await self.app(scope, receive, send)
+
+    def _body_refusal(self, scope, path: str, address: str):
+        length = header(scope, b"content-length")
+        if length is None and header(scope, b"transfer-encoding") is not None:
+            return 411, "A Content-Length is required."
+        if length is not None and not length.strip().isdigit():
+            return 400, "Bad Content-Length."
+        size = int(length or 0)
+        if UPLOAD_ROUTE.search(path):
+            if size > self.max_upload_bytes + MULTIPART_MARGIN:
+                return 413, f"Upload too large: at most {self.max_upload_bytes / 1024 / 1024:.1f} MB per request."
+            if self.uploads.total(address) + size > self.quotas.upload_quota_bytes:
+                return 429, (f"Upload quota reached: {self.quotas.upload_quota_bytes / 1024 / 1024:.0f} MB per "
+                             "hour; try again later."), [(b"retry-after", b"600")]
+            return None
+        if size > self.quotas.max_request_bytes:
+            return 413, f"Request too large: at most {self.quotas.max_request_bytes / 1024 / 1024:.1f} MB."
+        return None
+
+    async def _login(self, scope, receive, send, address: str):
+        wait = self.logins.wait(address)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))  # rounded up: trying again after Retry-After must be allowed
+            await answer(send, 429, f"Too many wrong passwords; try again in {seconds} s.",
+                         [(b"retry-after", str(seconds).encode())])
+            return
+        status = {}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status.get("code") == 200:
+            self.logins.succeeded(address)
+        elif status.get("code", 500) < 500:
+            self.logins.failed(address)
+
+    async def _unqueued(self, scope, receive, send, address: str):
+        with self._lock:
+            running = self.unqueued.get(address, 0)
+            if running >= self.quotas.unqueued_per_address:
+                refused = True
+            else:
+                refused = False
+                self.unqueued[address] = running + 1
+        if refused:
+            await answer(send, 429, "Too many requests at once; slow down.", [(b"retry-after", b"1")])
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            with self._lock:
+                self.unqueued[address] -= 1
+                if not self.unqueued[address]:
+                    del self.unqueued[address]
+
+    async def _upload(self, scope, receive, send, address: str):
+        self.uploads.add(address, int(header(scope, b"content-length") or 0))
+        await self.app(scope, receive, send)
+        if self.upload_dir is not None and not self._evicting:
+            self._evicting = True
+            try:
+                await asyncio.to_thread(evict_oldest, self.upload_dir, self.quotas.upload_cache_bytes)
+            finally:
+                self._evicting = False
+
+
+def _without_deep_link(query: bytes) -> bytes:
+    pairs = urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return urllib.parse.urlencode([(key, value) for key, value in pairs if key != "deep_link"]).encode("latin-1")
+
+
+def evict_oldest(folder, cap_bytes: int) -> int:
+    """Delete the oldest files under `folder` until it holds at most `cap_bytes`; returns the bytes removed."""
+    files = []
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = 0
+    for _mtime, size, path in sorted(files):
+        if total - removed <= cap_bytes:
+            break
+        try:
+            path.unlink()
+            removed += size
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("upload cache over %d MB: removed %d MB of the oldest files", cap_bytes >> 20, removed >> 20)
+    return removed
+
+

@@ -1,0 +1,1 @@
+"""Tiny random-weight Kolors models in the real Hub layouts, for tests and demos."""
