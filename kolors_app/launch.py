@@ -13,7 +13,10 @@ from starlette.middleware import Middleware
 from kolors_app.core.config import Settings
 from kolors_app.serving.http_guard import Gatekeeper, client_address
 from kolors_app.models.pipelines import PipelineManager
-from kolors_app.serving.quotas import QueueQuota, Quotas, resolve
+from kolors_app.engine.engine import Engine
+from kolors_app.engine.executors import LocalExecutor
+from kolors_app.serving.owners import mcp_owner
+from kolors_app.serving.quotas import QueueQuota, Quotas, engine_limits, resolve
 from kolors_app.ui.app import CSS, HEAD, create_app
 from kolors_app.ui.i18n import i18n
 from kolors_app.api.mcp import mcp_lifespan
@@ -52,7 +55,8 @@ def keep_no_input_values() -> None:
 
 
 def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:
-    """Refuse a job when its session or client address already has its quota waiting or running."""
+    """Refuse a job when its owner (page session or MCP caller) or client address already has its quota waiting
+    or running in gradio's queue."""
     queue, quota = app._queue, QueueQuota(quotas)
     push = queue.push
 
@@ -60,10 +64,10 @@ def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:
         events = [event for event_queue in list(queue.event_queue_per_concurrency_id.values())
                   for event in list(event_queue.queue)]
         events += [event for batch in list(getattr(queue, "active_jobs", []) or []) if batch for event in batch]
-        return [(event.session_hash, _address(event.request, quotas)) for event in events]
+        return [_owner(event.session_hash, event.request, quotas) for event in events]
 
     async def limited_push(body, request, username):
-        refusal = quota.refusal(jobs(), body.session_hash, _address(request, quotas))
+        refusal = quota.refusal(jobs(), *_owner(body.session_hash, request, quotas))
         if refusal:
             return False, refusal, "queue_full"
         return await push(body, request, username)
@@ -71,8 +75,13 @@ def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:
     queue.push = limited_push
 
 
-def _address(request, quotas: Quotas) -> str:
-    return client_address(getattr(request, "scope", None) or {}, quotas.trust_forwarded)
+def _owner(session: str, request, quotas: Quotas) -> tuple[str, str]:
+    """(owner key, address) of a queued event: an MCP call counts as its own caller, not as gradio's client."""
+    scope = getattr(request, "scope", None) or {}
+    owner = mcp_owner(scope)
+    if owner is not None:
+        return owner.key, owner.address
+    return f"session:{session}", client_address(scope, quotas.trust_forwarded)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -87,8 +96,14 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
     """The app, queued so that nothing skips the queue, and its context; not launched."""
-    ctx = AppContext(settings, manager or PipelineManager(settings))
+    manager = manager or PipelineManager(settings)
+    app_holder: list[gr.Blocks] = []
+    # One engine for every entrance; its queue bound counts the jobs waiting in gradio's queue too.
+    engine = Engine(manager, LocalExecutor(manager), engine_limits(settings),
+                    waiting_elsewhere=lambda: len(app_holder[0]._queue) if app_holder else 0)
+    ctx = AppContext(settings, manager, engine=engine)
     app = create_app(ctx)
+    app_holder.append(app)
     app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
     limit_queue_per_visitor(app, resolve(settings))
     return app, ctx
@@ -108,15 +123,11 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
     routes = []
     if settings.api:
         from kolors_app.api.a1111 import a1111_router
-        from kolors_app.api.a1111.jobs import JobBoard
         from kolors_app.api.rest import native_router
 
-        # One GPU slot and queue bound for both REST APIs; given to the FastAPI app at its creation, so that
-        # they come before gradio's own routes.
-        board = JobBoard(settings.queue_size, waiting_elsewhere=lambda: len(app._queue))
+        # Given to the FastAPI app at its creation, so that they come before gradio's own routes.
         message = lambda error: public_message(error, settings)  # noqa: E731
-        routes = (a1111_router(ctx, board=board, public_message=message).routes
-                  + native_router(ctx, board, public_message=message).routes)
+        routes = a1111_router(ctx, public_message=message).routes + native_router(ctx, public_message=message).routes
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -130,7 +141,7 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         state_session_capacity=quotas.sessions,
         app_kwargs={"middleware": [Middleware(Gatekeeper, quotas=quotas, max_upload_bytes=settings.limits.max_upload_bytes,
                                               upload_dir=gr.utils.get_upload_folder())], "routes": routes,
-                    **({"lifespan": mcp_lifespan(app)} if settings.mcp else {})},
+                    **({"lifespan": mcp_lifespan(app, quotas.trust_forwarded)} if settings.mcp else {})},
         mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,

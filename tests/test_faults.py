@@ -105,22 +105,17 @@ def timed_steps(monkeypatch) -> list:
 
 
 def timed_stop_flags(monkeypatch, ctx) -> list:
-    """Record when each run's stop flag is set."""
+    """Record when a job's stop reaches its worker (the flags the step callback checks)."""
+    from kolors_app.engine import worker
+
     set_at = []
-    original = ctx.runs.start
+    original = worker.StopFlags.stop
 
-    def start(session):
-        flag = original(session)
-        plain_set = flag.set
+    def timed_stop(self):
+        set_at.append(time.monotonic())
+        original(self)
 
-        def timed_set():
-            set_at.append(time.monotonic())
-            plain_set()
-
-        flag.set = timed_set
-        return flag
-
-    monkeypatch.setattr(ctx.runs, "start", start)
+    monkeypatch.setattr(worker.StopFlags, "stop", timed_stop)
     return set_at
 
 
@@ -168,16 +163,16 @@ def test_cancelled_api_job_frees_the_worker_within_a_step(served, monkeypatch):
 
 
 def test_a_visitor_who_leaves_the_queue_never_gets_a_run(served, monkeypatch):
-    from kolors_app.ui import runner
+    from kolors_app.engine import worker
 
     prompts = []
-    original = runner.generate
+    original = worker.run_validated
 
     def recording(manager, request, control=None):
         prompts.append(request.prompt)
         return original(manager, request, control)
 
-    monkeypatch.setattr(runner, "generate", recording)
+    monkeypatch.setattr(worker, "run_validated", recording)
     client = Client(served.url, verbose=False)
     busy = client.submit(*small(prompt="keeps the worker busy", width=512, height=512, num_inference_steps=150),
                          api_name="/text_to_image")

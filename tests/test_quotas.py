@@ -8,8 +8,7 @@ import pytest
 
 from kolors_app.core.config import Settings, SettingsError, load_settings
 from kolors_app.serving.http_guard import evict_oldest, host_name
-from kolors_app.core.params import GenerationRequest, ValidationError
-from kolors_app.serving.quotas import DEFAULTS, LoginThrottle, QueueQuota, check_work, resolve, work_of
+from kolors_app.serving.quotas import DEFAULTS, LoginThrottle, QueueQuota, resolve
 
 
 def test_public_defaults_are_lower(monkeypatch):
@@ -32,16 +31,6 @@ def test_every_quota_is_a_flag_and_a_variable():
     assert set(DEFAULTS) <= {f.name for f in dataclasses.fields(Settings)}
     with pytest.raises(SettingsError, match="--sessions: must be at least 1"):
         load_settings(["--sessions", "0"])
-
-
-def test_work_budget_names_the_field():
-    # 2048 x 2048 x 8 images x 150 steps: 5,033 megapixel-steps, hours on a CPU.
-    assert work_of(2048, 2048, 8, 150) == pytest.approx(4 * 8 * 150)
-    request = GenerationRequest(prompt="a fox", width=2048, height=2048, num_images=8, num_inference_steps=150)
-    with pytest.raises(ValidationError) as caught:
-        check_work(request, resolve(Settings(share=True)))
-    assert str(caught.value).startswith("num_inference_steps:") and "300 allowed" in str(caught.value)
-    check_work(GenerationRequest(prompt="a fox", width=1024, height=1024, num_inference_steps=50), 300)
 
 
 def test_queue_quota_per_session_and_address():

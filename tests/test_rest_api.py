@@ -156,13 +156,12 @@ def test_credentials_and_a_full_queue(settings, manager):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from kolors_app.api.a1111.jobs import JobBoard
     from kolors_app.api.rest import PATH, native_router
     from kolors_app.ui.runner import AppContext
 
-    ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret"), manager)
+    ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret", queue_size=0), manager)
     app = FastAPI()
-    app.include_router(native_router(ctx, JobBoard(queue_size=0)))
+    app.include_router(native_router(ctx))
     client = TestClient(app)
     body = {"prompt": "x", **SMALL}
     assert client.post(PATH, json=body).status_code == 401

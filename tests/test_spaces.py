@@ -30,12 +30,11 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import app  # imports kolors_app.core.zerogpu first, as on a Space
     from kolors_app.core.config import Settings
-    from kolors_app.engine.generation import RunControl
     from kolors_app.core.params import GenerationRequest
     from kolors_app.launch import build
     blocks, ctx = build(Settings(model="tiny", device="cpu", save_outputs=False))
     result = ctx.generate(GenerationRequest(prompt="a kite", width=256, height=256, num_inference_steps=2,
-                                             seed=5), RunControl())
+                                             seed=5))
     print(json.dumps({"seeds": [item.seed for item in result.images], "spaces": "spaces" in sys.modules}))
 ''')
 
@@ -72,4 +71,5 @@ def test_off_spaces_the_decorator_changes_nothing(tiny_dir, tmp_path, with_packa
 def test_on_zero_gpu_generation_runs_inside_the_gpu_decorator(tiny_dir, tmp_path):
     result, calls = run_app(tmp_path, zero_gpu=True, with_package=True)
     assert result == {"seeds": [5], "spaces": True}
-    assert calls == [{"function": "_generate_on_zero_gpu", "duration": 15}]
+    # The job runs inside one GPU slice whose duration is the engine's cost function's (the minimum here).
+    assert calls == [{"function": "_run_in_gpu_slice", "duration": 15}]

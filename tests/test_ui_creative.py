@@ -38,20 +38,22 @@ def test_a_3x2_plot_gives_the_grid_and_every_cell(built):
     app, _ = built
     plot = handler(app, "creative-run-plot", "click")
     progress = FakeProgress()
-    gallery, result = plot(*BASE, *NO_HIRES, "prompt_sr", "fox, 猫, dog", "steps", "1,2", "none", "",
-                           request=None, progress=progress)
+    outputs = list(plot(*BASE, *NO_HIRES, "prompt_sr", "fox, 猫, dog", "steps", "1,2", "none", "",
+                        request=None, progress=progress))
+    gallery, result = outputs[-1]
     assert len(gallery) == 7 and gallery[0][1] == "grid"
     grid = Image.open(gallery[0][0])
     assert grid.width > 3 * 256 and grid.height > 2 * 256 and "X/Y/Z plot" in grid.info["kolors_studio"]
     assert [cell["num_inference_steps"] for cell in result["cells"]] == [1, 1, 1, 2, 2, 2]
     assert result["X Values"] == "fox, 猫, dog"
     assert progress.steps[-1] == (6, 6)
+    assert all(update == (gr.skip(), gr.skip()) for update in outputs[:-1])  # progress only, until the grid
 
 
 def test_upscale_action(built, init_image):
     app, _ = built
     upscale = handler(app, "creative-upscale-run", "click")
-    assert upscale(init_image, "Lanczos", 2.0).size == (512, 512)
+    assert upscale(init_image, "Lanczos", 2.0, None).size == (512, 512)
 
 
 # --- The LoRA, styles and hires-fix accordion of the generation tabs ---
@@ -156,5 +158,6 @@ def test_a_plot_over_the_work_budget_is_refused_naming_the_axis(built):
     app, _ = built
     plot = handler(app, "creative-run-plot", "click")
     big = ("a fox", "", [], 0.8, [], 1, 100, 5.0, "Euler", 1024, 1024)
-    with pytest.raises(gr.Error, match="x_values: 32x1x1 = 32 cells are 3,200 megapixel-steps together"):
-        plot(*big, *NO_HIRES, "seed", "1-32", "none", "", "none", "", request=None, progress=FakeProgress())
+    with pytest.raises(gr.Error, match="x_values: this job is 3,264 megapixel-steps") as caught:
+        list(plot(*big, *NO_HIRES, "seed", "1-32", "none", "", "none", "", request=None, progress=FakeProgress()))
+    assert "at most 2,600 allowed" in str(caught.value)

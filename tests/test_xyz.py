@@ -37,30 +37,14 @@ def test_bad_axes_name_the_field():
         xyz.plan_cells({"seed": None}, [xyz.Axis("steps", [1, 2])])
 
 
-def test_a_grid_is_bounded_by_the_work_budget_naming_the_axis():
-    from kolors_app.serving.quotas import DEFAULTS
-
-    local, public = DEFAULTS["max_work"]
-    axes = [xyz.Axis("seed", list(range(8))), xyz.Axis("steps", list(range(20, 28))), xyz.Axis("guidance", [1.0, 2.0])]
-    base = {"seed": 1, "width": 1024, "height": 1024}
-    # 128 cells of 20-27 steps at one megapixel: 3,008 megapixel-steps, over the local budget of 2,600.
-    with pytest.raises(ValidationError, match=r"x_values: 8x8x2 = 128 cells are 3,008 megapixel-steps together; "
-                                              r"at most 2,600 allowed"):
-        xyz.plan_cells(base, axes, local)
-    # The same grid of small images fits, with more cells than the old constant 64.
-    assert len(xyz.plan_cells(dict(base, width=512, height=512), axes, local)) == 128
-    # A public server's budget is smaller; the hires fix's second pass counts too.
-    small = dict(base, width=512, height=512, num_inference_steps=20)
-    assert xyz.cell_work(small) == 5.0
-    hires = dict(small, hires_upscale=2.0, hires_steps=10, hires_denoising_strength=0.5)
-    assert xyz.cell_work(hires) == 5.0 + 5.0
-    with pytest.raises(ValidationError, match="y_values: 1x30x1 = 30 cells are 300 megapixel-steps"):
-        xyz.plan_cells(hires, [None, xyz.Axis("seed", list(range(30)))], public - 1)
-    assert len(xyz.plan_cells(hires, [None, xyz.Axis("seed", list(range(30)))], public)) == 30
-    # Within the budget, the labelled grid image itself is bounded too.
+def test_a_grid_image_is_bounded_and_so_is_the_number_of_cells():
+    base = {"seed": 1, "width": 1536, "height": 1536}
     with pytest.raises(ValidationError, match="x_values: 20x8x1 = 160 cells make a grid of 360 megapixels"):
-        xyz.plan_cells(dict(base, width=1536, height=1536), [xyz.Axis("seed", list(range(20))),
-                                                             xyz.Axis("steps", list(range(1, 9)))], local)
+        xyz.plan_cells(base, [xyz.Axis("seed", list(range(20))), xyz.Axis("steps", list(range(1, 9)))])
+    # 32x32x32 cells are refused before any of them is planned (the engine's budget would refuse them anyway).
+    with pytest.raises(ValidationError, match="x_values: 32x32x32 = 32768 cells; at most 4096") as caught:
+        xyz.plan_cells(dict(base, width=64, height=64), [xyz.Axis("seed", list(range(32)))] * 3)
+    assert caught.value.code == "too_many"
 
 
 def test_cells_apply_every_axis_kind():

@@ -4,8 +4,8 @@ For programs that want nothing between them and the model: no queue protocol, no
 fetch afterwards. The body is the flat parameters every image carries in its JSON chunk (the names of the
 gradio endpoints; `mode` may be left out: the images given decide it), images as base64 under their own
 names. The answer is the PNG itself (with `Accept: image/png` and one image) or JSON with the PNGs in base64.
-It shares the A1111 routes' GPU slot and queue bound (a1111/jobs.py), their credentials and body limit, and
-the core's validation: a bad value is HTTP 422 naming the field, before any model work.
+Its jobs go to the app's one job engine (kolors_app/engine/) like every other entrance's: the same
+validation, budget, owner quotas and GPU slot: a bad value is HTTP 422 naming the field, before any model work.
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import traceback
 from typing import Any, Callable
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from kolors_app.api.a1111.jobs import Job, JobBoard, QueueFull
 from kolors_app.api.a1111.payloads import decode_image
-from kolors_app.api.a1111.routes import body_limit_of, credentials_check, error_response, read_json
+from kolors_app.api.a1111.routes import body_limit_of, read_json
+from kolors_app.api.waiting import credentials_check, error_response, outcome_of, owner_dependency, refusal_response
+from kolors_app.core.params import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage,
+                                    ValidationError, control_name, parameter_kinds, request_from_dict)
 from kolors_app.creative.part import HIRES_KEYS
-from kolors_app.engine.generation import RunControl
-from kolors_app.core.params import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage, ValidationError,
-                     control_name, parameter_kinds, request_from_dict, validate)
-from kolors_app.serving.quotas import check_work, resolve
+from kolors_app.engine.engine import QueueFull
+from kolors_app.engine.jobs import GENERATE, REST, Job, Owner
 from kolors_app.outputs.result_files import encode_png
 
 log = logging.getLogger(__name__)
@@ -94,45 +93,36 @@ def request_of(body: Any, limits):
     return request
 
 
-def native_router(ctx, board: JobBoard,
-                  public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
+def native_router(ctx, public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
                   ) -> APIRouter:
-    """The route, bound to the app's context; `board` is the GPU slot shared with the A1111 routes."""
+    """The route, bound to the app's context; its jobs go to the app's one job engine."""
     settings, limits = ctx.settings, ctx.settings.limits
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
+    caller = owner_dependency(settings)
     body_limit = body_limit_of(limits)
 
-    def run(request) -> tuple[GenerationResult, list[bytes]]:
-        job = Job(job_count=1, steps=request.num_inference_steps)
-
-        def progress(step, total):
-            job.step = step
-
-        def work(job: Job) -> GenerationResult:
-            return ctx.generate(request, RunControl(on_progress=progress, stop=job.next_iteration()))
-
-        result = board.run(job, work)
+    def encoded_images(result: GenerationResult) -> list[bytes]:
         encoded = [encode_png(item.image, item.parameters) for item in result.images]
         if ctx.saver is not None:  # the outputs copy, written after the answer by the saver's thread
             for item, data in zip(result.images, encoded):
                 ctx.saver.save(item.parameters, data)
-        return result, encoded
+        return encoded
 
     @router.post(PATH)
-    async def generate(http: Request):
+    async def generate(http: Request, owner: Owner = Depends(caller)):
         body = await read_json(http, body_limit)  # broken JSON: 422; too large: 413
         try:
-            request = validate(request_of(body, limits), limits)
-            check_work(request, resolve(settings))  # the same work budget as the page's
-            result, encoded = await anyio.to_thread.run_sync(run, request)
+            handle = ctx.engine.submit(Job(GENERATE, owner, REST, [request_of(body, limits)]), follow=False)
+            outcome = await outcome_of(handle, http)
+            result = outcome.results[0] if outcome.results else GenerationResult([], handle.job.requests[0],
+                                                                                   stopped=True)
+            encoded = await anyio.to_thread.run_sync(encoded_images, result)
         except ValidationError as error:
-            return error_response(422, "Invalid input", str(error), error.field)
+            return refusal_response(error)
         except QueueFull as error:
             return error_response(503, "Queue is full", str(error))
-        except Exception as error:  # logged in full for the operator, short for the caller
-            log.error("REST API generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
-            error.__traceback__ = None
-            ctx.manager.release_memory()
+        except Exception as error:  # logged in full by the executor, short for the caller
+            log.error("REST API generation failed: %s", type(error).__name__)
             return error_response(500, type(error).__name__, public_message(error))
         headers = {"X-Kolors-Seeds": ",".join(str(item.seed) for item in result.images),
                    "X-Kolors-Warnings": json.dumps(result.warnings)}  # ASCII: JSON escapes the rest

@@ -72,6 +72,7 @@ class Settings:
     # --- end speed options ---
     # --- quotas for a shared server (None = auto: the local or public default, see kolors_app/serving/quotas.py) ---
     max_work: float | None = None
+    max_output_mp: float | None = None
     queue_per_session: int | None = None
     queue_per_address: int | None = None
     sessions: int | None = None
@@ -197,7 +198,9 @@ _CONVERTERS.update({"lora_dir": Path, "upscaler_dir": Path, "styles_file": lambd
 
 # --- quotas for a shared server ---
 QUOTA_HELP = {
-    "max_work": "most width x height (megapixels) x images x steps of one request (auto: 2600 locally, 300 public)",
+    "max_work": ("most megapixel-steps of one job: size x images x steps of every iteration, hires pass, plot cells "
+                 "and upscales included (auto: 2600 locally, 300 public)"),
+    "max_output_mp": "most megapixels of images one job hands back (auto: 64 locally, 16 public)",
     "queue_per_session": "jobs one browser session may have waiting or running (auto: 4 locally, 1 public)",
     "queue_per_address": "jobs one client address may have waiting or running, 0 = no limit (auto: 0 locally, 1 public)",
     "sessions": "browser sessions whose state the server keeps in memory, oldest dropped (auto: 1000 locally, 200 public)",
@@ -217,7 +220,7 @@ def _optional(convert):
     return lambda text: None if str(text).strip().lower() in ("", "auto") else convert(text)
 
 
-_CONVERTERS.update({name: _optional(float if name == "max_work" else int) for name in QUOTA_HELP
+_CONVERTERS.update({name: _optional(float if name in ("max_work", "max_output_mp") else int) for name in QUOTA_HELP
                     if name not in ("behind_proxy", "allowed_hosts")})
 _CONVERTERS["behind_proxy"] = _parse_optional_bool
 _CONVERTERS["allowed_hosts"] = _optional(str)

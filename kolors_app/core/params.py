@@ -34,9 +34,15 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 class ValidationError(ValueError):
     """A request field is out of range; the message names the field and what is allowed."""
 
-    def __init__(self, field_name: str, message: str):
+    def __init__(self, field_name: str, message: str, code: str = "invalid", allowed: Any = None):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.code = code  # what is wrong, for an entrance to render: "invalid", "over_budget", ...
+        self.allowed = allowed  # the allowed values or range, as data
+
+    def as_data(self) -> dict[str, Any]:
+        """The refusal as plain data: field, code, the allowed values or range, and the English message."""
+        return {"field": self.field, "code": self.code, "allowed": self.allowed, "message": str(self)}
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from kolors_app.core.params import ValidationError
-from kolors_app.serving.quotas import MEGAPIXEL, work_of
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger(__name__)
@@ -26,6 +25,9 @@ log = logging.getLogger(__name__)
 # The grid's size is bounded by the server's work budget (kolors_app/serving/quotas.py: 2600 megapixel-steps locally,
 # 300 in public); this bounds the labelled grid image, which holds every cell at once.
 MAX_GRID_MEGAPIXELS = 256
+MEGAPIXEL = 1024 * 1024
+# Cells planned at most: past this no budget could run them (each costs the engine's CELL_WORK at least).
+MAX_CELLS = 4096
 MAX_VALUES = 32
 # A1111: "1-5", "1-5 (+2)", "10-1 (-3)", "1-10 [5]" (5 values spread evenly), with ints or floats.
 RANGE = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*-\s*(-?\d+(?:\.\d*)?)"
@@ -169,32 +171,19 @@ class Cell:
     result_params: dict | None = None
 
 
-def cell_work(params: dict) -> float:
-    """Megapixel-steps of one cell, its hires fix's second pass included (the unit of quotas.work_of)."""
-    width, height = params.get("width", 1024), params.get("height", 1024)
-    steps = params.get("num_inference_steps", 50)
-    strength = params.get("strength") if params.get("mode", "text_to_image") != "text_to_image" else None
-    work = work_of(width, height, 1, steps, strength)
-    fix = params.get("hires")
-    if not fix and "hires_upscale" in params:
-        fix = {"upscale": params["hires_upscale"], "steps": params.get("hires_steps", 0),
-               "denoising_strength": params.get("hires_denoising_strength", 0.45)}
-    if fix:
-        factor = float(fix.get("upscale", 1.5))
-        work += work_of(width * factor, height * factor, 1, fix.get("steps") or steps,
-                        float(fix.get("denoising_strength", 0.45)))
-    return work
+def plan_cells(base: dict, axes: list[Axis | None]) -> list[Cell]:
+    """Every cell's parameters (z outermost, then y, then x, as A1111 runs them); too large a grid is refused.
 
-
-def plan_cells(base: dict, axes: list[Axis | None], max_work: float | None = None) -> list[Cell]:
-    """Every cell's parameters (z outermost, then y, then x, as A1111 runs them); a grid over the budget is refused.
-
-    `max_work`: the server's work budget (quotas.Quotas.max_work) for the whole grid, in megapixel-steps.
+    The work of the whole plot is the job engine's to count (kolors_app/engine/cost.py).
     """
     x, y, z = (list(axes) + [None, None, None])[:3]
     sizes = [len(axis.values) if axis else 1 for axis in (x, y, z)]
     if base.get("seed") in (None, -1):
         raise ValidationError("seed", "an X/Y/Z plot needs a fixed seed, so that only the axes change the image")
+    if math.prod(sizes) > MAX_CELLS:
+        letter = "xyz"[max(range(3), key=lambda i: sizes[i])]
+        raise ValidationError(f"{letter}_values", f"{sizes[0]}x{sizes[1]}x{sizes[2]} = {math.prod(sizes)} cells; at "
+                                                  f"most {MAX_CELLS} in one plot", code="too_many", allowed={"max": MAX_CELLS})
     cells = []
     for iz in range(sizes[2]):
         for iy in range(sizes[1]):
@@ -205,19 +194,14 @@ def plan_cells(base: dict, axes: list[Axis | None], max_work: float | None = Non
                     if axis is not None:
                         _apply(params, axis, index)
                 cells.append(Cell(ix, iy, iz, params))
-    _check_size(cells, sizes, max_work)
+    _check_size(cells, sizes)
     return cells
 
 
-def _check_size(cells: list[Cell], sizes: list[int], max_work: float | None) -> None:
-    """Refuse a grid over the work budget or too large an image, naming the axis with the most values."""
+def _check_size(cells: list[Cell], sizes: list[int]) -> None:
+    """Refuse too large a grid image, naming the axis with the most values."""
     letter = "xyz"[max(range(3), key=lambda i: sizes[i])]
     shape = f"{sizes[0]}x{sizes[1]}x{sizes[2]} = {len(cells)} cells"
-    work = sum(cell_work(cell.params) for cell in cells)
-    if max_work is not None and work > max_work:
-        raise ValidationError(f"{letter}_values", f"{shape} are {work:,.0f} megapixel-steps together; at most "
-                                                  f"{max_work:,.0f} allowed on this server: fewer values, or lower "
-                                                  "the size or the steps")
     pixels = sum(cell.params.get("width", 1024) * cell.params.get("height", 1024) for cell in cells) / MEGAPIXEL
     if pixels > MAX_GRID_MEGAPIXELS:
         raise ValidationError(f"{letter}_values", f"{shape} make a grid of {pixels:,.0f} megapixels; at most "

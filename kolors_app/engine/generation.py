@@ -210,8 +210,13 @@ def _step_callback(control: RunControl):
 def generate(manager: PipelineManager, request: GenerationRequest,
              control: RunControl | None = None) -> GenerationResult:
     """Generate the images of one request; raises ValidationError before any model work."""
+    return run_validated(manager, validate(request, manager.settings.limits), control)
+
+
+def run_validated(manager: PipelineManager, request: GenerationRequest,
+                  control: RunControl | None = None) -> GenerationResult:
+    """Generate the images of a request the job engine has validated (names of LoRAs and styles checked here)."""
     control = control or RunControl()
-    request = validate(request, manager.settings.limits)
     started = time.perf_counter()
     manager.load()
     warnings = prompt_warnings(manager, request)

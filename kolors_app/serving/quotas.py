@@ -12,16 +12,15 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from kolors_app.core.config import Settings, on_spaces
-from kolors_app.core.params import ValidationError
-
-MEGAPIXEL = 1024 * 1024
-
+from kolors_app.engine.cost import Budget
+from kolors_app.engine.engine import EngineLimits
 
 @dataclass(frozen=True)
 class Quotas:
     """The resolved limits (auto settings replaced by the local or public default)."""
 
-    max_work: float  # megapixels x images x denoising steps of one request
+    max_work: float  # megapixel-steps of one job (kolors_app/engine/cost.py counts them)
+    max_output_mp: float  # megapixels of images one job hands back
     queue_per_session: int  # jobs waiting or running per browser session
     queue_per_address: int  # ... per client address (0 = no limit)
     sessions: int  # sessions whose state gradio keeps in memory
@@ -38,6 +37,7 @@ class Quotas:
 # (local, public) defaults of every quota setting left at auto (None).
 DEFAULTS = {
     "max_work": (2600.0, 300.0),
+    "max_output_mp": (64.0, 16.0),
     "queue_per_session": (4, 1),
     "queue_per_address": (0, 1),
     "sessions": (1000, 200),
@@ -67,7 +67,8 @@ def resolve(settings: Settings) -> Quotas:
 
     mb = 1024 * 1024
     return Quotas(
-        max_work=float(value("max_work")), queue_per_session=value("queue_per_session"),
+        max_work=float(value("max_work")), max_output_mp=float(value("max_output_mp")),
+        queue_per_session=value("queue_per_session"),
         queue_per_address=value("queue_per_address"), sessions=value("sessions"),
         max_request_bytes=value("max_request_mb") * mb, upload_quota_bytes=value("upload_quota_mb") * mb,
         upload_cache_bytes=value("upload_cache_mb") * mb, outputs_free_bytes=value("outputs_free_mb") * mb,
@@ -84,24 +85,11 @@ def allowed_hosts(settings: Settings, reached_by_name: bool) -> tuple[str, ...] 
     return LOCAL_HOSTS
 
 
-def work_of(width: int, height: int, num_images: int, steps: int, strength: float | None = None) -> float:
-    """Megapixels x images x the denoising steps that actually run (an init image runs steps x strength)."""
-    run_steps = max(1, int(steps * strength)) if strength is not None else steps
-    return width * height / MEGAPIXEL * num_images * run_steps
-
-
-def check_work(request, quotas: Quotas | float) -> None:
-    """Refuse a validated request whose work is over the budget, naming the fields to lower."""
-    budget = quotas.max_work if isinstance(quotas, Quotas) else float(quotas)
-    init = getattr(request, "init", None)
-    strength = getattr(init, "strength", None) if init is not None else getattr(request, "strength", None)
-    if getattr(request, "image", None) is None and init is None:
-        strength = None
-    work = work_of(request.width, request.height, request.num_images, request.num_inference_steps, strength)
-    if work > budget:
-        raise ValidationError("num_inference_steps", (
-            f"width x height x num_images x steps is {work:,.0f} megapixel-steps; at most {budget:,.0f} allowed "
-            "on this server: lower the size, the number of images or the steps"))
+def engine_limits(settings: Settings) -> EngineLimits:
+    """The job engine's budget and queue bounds for these settings."""
+    quotas = resolve(settings)
+    return EngineLimits(Budget(quotas.max_work, quotas.max_output_mp), queue_size=settings.queue_size,
+                        per_owner=quotas.queue_per_session, per_address=quotas.queue_per_address)
 
 
 class QueueQuota:

@@ -12,14 +12,13 @@ from kolors_app.creative import xyz
 from kolors_app.creative.part import final_prompts, tools_for
 from kolors_app.creative.hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
 from kolors_app.creative.lora import restore_loras, split_lora_tags
-from kolors_app.engine.generation import RunControl
-from kolors_app.serving.quotas import resolve
 from kolors_app.core.params import GenerationRequest, ValidationError, request_from_dict, validate
 from kolors_app.core.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from kolors_app.creative.upscalers import LATENT
 from kolors_app.ui.i18n import i18n
 from kolors_app.outputs.result_files import encode_png, write_served_png
-from kolors_app.ui.runner import CREATIVE_PART, AppContext, as_text, run_request, session_of
+from kolors_app.engine.jobs import PAGE, PLOT, UPSCALE, Job, PlotSpec, UpscaleSpec
+from kolors_app.ui.runner import CREATIVE_PART, AppContext, as_text, owner_of, raise_public, run_request, submit
 
 STRINGS = {
     "en": {
@@ -141,7 +140,7 @@ def creative_tab(ctx: AppContext) -> dict:
 
     generate.click(run, inputs, [gallery, result], concurrency_id="gpu", api_visibility="private")
     def stop_run(request: gr.Request):
-        ctx.runs.stop(session_of(request))
+        ctx.engine.stop(owner_of(ctx, request))
 
     stop.click(stop_run, None, None, queue=False, api_visibility="private")
 
@@ -155,42 +154,41 @@ def creative_tab(ctx: AppContext) -> dict:
             base = validate(_request(*base_values), ctx.settings.limits)
             axes = [xyz.Axis(kind, xyz.parse_values(kind, text, letter)) if kind != "none" else None
                     for letter, kind, text in zip("xyz", axis_values[::2], axis_values[1::2])]
-            cells = xyz.plan_cells(base.to_dict(), axes, resolve(ctx.settings).max_work)
+            cells = xyz.plan_cells(base.to_dict(), axes)
+            requests = [request_from_dict(cell.params) for cell in cells]
         except ValidationError as error:
             raise gr.Error(as_text(str(error)), title="Invalid input") from None
-        flag = ctx.runs.start(session_of(request))
-
-        def run_cell(params):
-            result = ctx.generate(request_from_dict(params), RunControl(stop=flag))
-            return None if result.stopped else (result.images[0].image, result.images[0].parameters)
-
+        handle = submit(ctx, Job(PLOT, owner_of(ctx, request), PAGE, requests, plot=PlotSpec(cells, axes)), request)
         try:
-            grid = xyz.run_grid(cells, run_cell, axes, lambda done, total: progress((done, total), desc="Cell"),
-                                stop=flag)
-        except ValidationError as error:
-            raise gr.Error(as_text(str(error)), title="Invalid input") from None
+            # A generator: gradio closes it when the visitor leaves, and the finally stops the plot.
+            for event in handle.events():
+                if event.kind == "progress":
+                    progress((event.index + event.step / max(event.total, 1), event.count), desc="Cell")
+                    yield gr.skip(), gr.skip()
+                elif event.kind == "failed":
+                    raise_public(ctx, event.error, request)
+                elif event.kind in ("done", "stopped"):
+                    yield plot_files(event.outcome, axes)
         finally:
-            ctx.runs.finish(session_of(request), flag)
-        if grid.grid is None:
-            return [], {"cells": [], "stopped": True}
-        info = {**grid.cells[0].result_params, **xyz.describe(axes)}
-        folder = gr.utils.get_upload_folder()
-        pictures = [(grid.grid, info, "grid")] + [(cell.image, cell.result_params, f"{cell.x},{cell.y},{cell.z}")
-                                                   for cell in grid.cells]
-        items = [(write_served_png(encode_png(image, params), folder, f"xyz-{params['seed']}-{caption}.png"), caption)
-                 for image, params, caption in pictures]
-        return items, {"cells": [cell.result_params for cell in grid.cells], "stopped": grid.stopped,
-                       **xyz.describe(axes)}
+            if not handle.ended:
+                handle.stop()
 
     run_plot.click(plot, inputs + axis_rows, [gallery, result], concurrency_id="gpu", api_visibility="private")
 
-    def upscale_image(image, name, amount):
+    def upscale_image(image, name, amount, request: gr.Request):
         if image is None:
             raise gr.Error("image: an image is required", title="Invalid input")
+        upscale = UpscaleSpec(image, name, amount if isinstance(amount, (int, float)) else float(amount or 0))
+        handle = submit(ctx, Job(UPSCALE, owner_of(ctx, request), PAGE, upscale=upscale), request, follow=False)
         try:
-            return tools.upscalers.upscale(image, name, float(amount))
+            return handle.result().image
         except ValidationError as error:
             raise gr.Error(as_text(str(error)), title="Invalid input") from None
+        except Exception as error:  # shown short, logged in full by the executor
+            raise_public(ctx, error, request)
+        finally:
+            if not handle.ended:
+                handle.stop()
 
     upscale_run.click(upscale_image, [source, upscale_with, factor], upscaled, concurrency_id="gpu",
                       api_visibility="private")
@@ -241,6 +239,20 @@ class CreativeControls:
     @property
     def restorable(self) -> dict:
         return dict(zip(PART_FIELDS, self.inputs))
+
+
+def plot_files(outcome, axes) -> tuple:
+    """Gallery items (the labelled grid, then every cell) and the JSON result of a finished or stopped plot."""
+    if outcome.grid is None:
+        return [], {"cells": [], "stopped": True}
+    info = {**outcome.cells[0].result_params, **xyz.describe(axes)}
+    folder = gr.utils.get_upload_folder()
+    pictures = [(outcome.grid, info, "grid")] + [(cell.image, cell.result_params, f"{cell.x},{cell.y},{cell.z}")
+                                                  for cell in outcome.cells]
+    items = [(write_served_png(encode_png(image, params), folder, f"xyz-{params['seed']}-{caption}.png"), caption)
+             for image, params, caption in pictures]
+    return items, {"cells": [cell.result_params for cell in outcome.cells], "stopped": outcome.stopped,
+                   **xyz.describe(axes)}
 
 
 def add_lora_tag(prompt: str, name: str | None, weight: float) -> str:

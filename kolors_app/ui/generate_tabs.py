@@ -23,7 +23,7 @@ from kolors_app.ui.creative import creative_accordion, with_creative_part
 from kolors_app.ui.controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
 from kolors_app.ui.i18n import i18n, language, name_of, tr
 from kolors_app.ui.runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames, run_request,
-                     session_of)
+                     owner_of)
 
 log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.
@@ -224,7 +224,7 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
 
     def prepare(request: gr.Request = None):
         # Stop works from the click on, also while the run waits for its turn in the queue.
-        ctx.runs.prepare(session_of(request))
+        ctx.engine.expect(owner_of(ctx, request))
         return gr.Button(interactive=True)
 
     outputs = [c.gallery, c.result, c.progress, c.infotext, c.selected, c.selected_index]
@@ -238,7 +238,7 @@ def _wire(ctx: AppContext, tab: GenerationTab, handler, page_handler, extra_inpu
     def stop(request: gr.Request = None):
         # gradio passes the request only to a parameter annotated gr.Request; without it the flag is never set.
         # No `cancels`: the run ends at its next step and hands back what it had (the last preview).
-        ctx.runs.stop(session_of(request))
+        ctx.engine.stop(owner_of(ctx, request))
 
     c.stop.click(stop, None, None, queue=False, api_name=f"{tab.mode}_stop", api_visibility="private")
     tab.run_event = run

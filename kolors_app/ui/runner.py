@@ -8,13 +8,10 @@ import dataclasses
 import html
 import itertools
 import logging
-import queue
 import re
-import threading
 import time
 import traceback
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -22,16 +19,19 @@ import anyio
 import gradio as gr
 
 from kolors_app.core.config import Settings, on_spaces
+from kolors_app.core.params import GenerationRequest, GenerationResult, ValidationError
+from kolors_app.engine.engine import Engine, JobHandle, QueueFull
+from kolors_app.engine.executors import LocalExecutor
+from kolors_app.engine.jobs import GENERATE, GRADIO_API, LOCAL_OWNER, PAGE, PYTHON, Job, JobOutcome, Owner
 from kolors_app.hub.downloads import ModelUnavailable
-from kolors_app.engine.generation import RunControl, generate
-from kolors_app.outputs.history import OutputStore
-from kolors_app.models.memory import OutOfGPUMemory
-from kolors_app.serving.quotas import check_work, resolve
-from kolors_app.core.params import GenerationResult, GenerationRequest, ValidationError, validate
 from kolors_app.media import png_encoder
+from kolors_app.models.memory import OutOfGPUMemory
 from kolors_app.models.pipelines import PipelineManager
+from kolors_app.outputs.history import OutputStore
 from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_served_png
-from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
+from kolors_app.serving.http_guard import client_address
+from kolors_app.serving.owners import mcp_owner
+from kolors_app.serving.quotas import engine_limits, resolve
 from kolors_app.ui.i18n import tr
 
 # The creative accordion's values of the event being handled (styles, hires fix): ui/creative.py sets it around
@@ -60,86 +60,60 @@ SLUG_CHARS = 32
 _numbers = itertools.count(1)
 
 
-class RunRegistry:
-    """Stop flags of the runs in flight, keyed by gradio's session hash; holds no visitor data."""
-
-    MAX_PENDING = 4  # runs per session between the click and their turn in the queue
-    MAX_SESSIONS = 10_000
-
-    def __init__(self):
-        self._flags: dict[str, threading.Event] = {}
-        # Flags of runs clicked but still waiting in the queue, so that Stop also ends a run before it starts.
-        self._pending: OrderedDict[str, list[threading.Event]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def prepare(self, session: str) -> None:
-        """A run of this session was clicked; its flag exists from now on (Stop works while it waits)."""
-        with self._lock:
-            waiting = self._pending.setdefault(session, [])
-            self._pending.move_to_end(session)
-            waiting.append(threading.Event())
-            del waiting[:-self.MAX_PENDING]
-            while len(self._pending) > self.MAX_SESSIONS:
-                self._pending.popitem(last=False)
-
-    def start(self, session: str) -> threading.Event:
-        """The flag of this session's run that starts now: the oldest prepared one, else a fresh one."""
-        with self._lock:
-            waiting = self._pending.get(session)
-            flag = waiting.pop(0) if waiting else threading.Event()
-            if waiting == []:
-                del self._pending[session]
-            self._flags[session] = flag
-            return flag
-
-    def stop(self, session: str) -> None:
-        """Ask this session's run to stop at the end of its current step, and its waiting runs not to start."""
-        with self._lock:
-            flags = [self._flags.get(session), *self._pending.get(session, [])]
-        for flag in flags:
-            if flag is not None:
-                flag.set()
-
-    def finish(self, session: str, flag: threading.Event) -> None:
-        """Forget a finished run's flag (unless a newer run replaced it)."""
-        with self._lock:
-            if self._flags.get(session) is flag:
-                del self._flags[session]
-
-
 @dataclass
 class AppContext:
     """The core objects the UI works with, built once by app.py (or by a test)."""
 
     settings: Settings
     manager: PipelineManager
-    runs: RunRegistry = field(default_factory=RunRegistry)
     outputs: OutputStore | None = None
     update_seconds: float = UPDATE_SECONDS
     preview_seconds: float = PREVIEW_SECONDS
     saver: BackgroundSaver | None = None
-
-    def generate(self, request: GenerationRequest, control: RunControl) -> GenerationResult:
-        """Run one request; on ZeroGPU inside the GPU slice, where callbacks cannot reach (no previews, no stop)."""
-        if on_zero_gpu():
-            return _generate_on_zero_gpu(self.manager, request)
-        return generate(self.manager, request, control)
+    engine: Engine | None = None
 
     def __post_init__(self):
         if self.outputs is None and self.settings.saving_enabled():
             self.outputs = OutputStore(self.settings.outputs_dir, resolve(self.settings).outputs_free_bytes)
         if self.saver is None and self.outputs is not None:
             self.saver = BackgroundSaver(self.outputs)
+        if self.engine is None:
+            self.engine = Engine(self.manager, LocalExecutor(self.manager), engine_limits(self.settings))
 
+    @property
+    def trust_forwarded(self) -> bool:
+        return resolve(self.settings).trust_forwarded
 
-@gpu_decorator()
-def _generate_on_zero_gpu(manager: PipelineManager, request: GenerationRequest) -> GenerationResult:
-    return generate(manager, request)
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run one request through the engine as the local user (Python callers; entrances use their own owner)."""
+        outcome = self.engine.submit(Job(GENERATE, LOCAL_OWNER, PYTHON, [request]), follow=False).result()
+        return outcome.results[0] if outcome.results else GenerationResult([], request, stopped=True)
 
 
 def session_of(request: gr.Request | None) -> str:
     """The visitor's session id (direct handler calls in tests have none)."""
     return getattr(request, "session_hash", None) or "local"
+
+
+def owner_of(ctx: AppContext, request: gr.Request | None) -> Owner:
+    """The job owner of a gradio event: the visitor's session (an MCP call: its MCP session), with its address."""
+    scope = getattr(getattr(request, "request", None), "scope", None) or {}
+    return mcp_owner(scope) or Owner("session", session_of(request), client_address(scope, ctx.trust_forwarded))
+
+
+def submit(ctx: AppContext, job: Job, http: gr.Request | None, follow: bool = True) -> JobHandle:
+    """The job submitted to the engine; a refusal shown to the visitor as the engine gave it."""
+    try:
+        return ctx.engine.submit(job, follow)
+    except ValidationError as error:
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
+    except QueueFull as error:
+        raise gr.Error(as_text(str(error)), title=tr(http, "title_error")) from None
+
+
+def first_result(handle: JobHandle, outcome: JobOutcome) -> GenerationResult:
+    """The generation's result; a job stopped before it started has none of its own."""
+    return outcome.results[0] if outcome.results else GenerationResult([], handle.job.requests[0], stopped=True)
 
 
 def as_text(message: str) -> str:
@@ -195,63 +169,42 @@ def progress_line(lang: str, frame: Frame, loaded: bool = True) -> str:
 
 def run_frames(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
                progress: gr.Progress | None) -> Iterator[Frame]:
-    """Validate, run in a worker thread, and yield frames: progress every step, previews by time, then done."""
-    try:
-        request = validate(add_creative_part(request), ctx.settings.limits)
-        check_work(request, resolve(ctx.settings))
-    except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
-    session = session_of(http)
-    events: queue.Queue = queue.Queue()
-    stop = ctx.runs.start(session)
-    control = RunControl(
-        on_progress=lambda step, total: events.put(("progress", step, total, time.perf_counter())),
-        on_preview=lambda step, image: events.put(("preview", step, image, time.perf_counter())),
-        preview_seconds=min(ctx.preview_seconds, PAGE_PREVIEW_SECONDS),
-        stop=stop,
-    )
-
-    def work():
-        try:
-            events.put(("done", ctx.generate(request, control)))
-        except Exception as error:  # reported to the visitor below; the worker thread must not die silently
-            events.put(("error", error))
-
+    """Submit to the engine and yield frames: progress every step, previews by time, then done."""
+    job = Job(GENERATE, owner_of(ctx, http), PAGE, [add_creative_part(request)],
+              preview_seconds=min(ctx.preview_seconds, PAGE_PREVIEW_SECONDS))
+    handle = submit(ctx, job, http)
     started = time.perf_counter()
     first_step = None  # (step, time) of the first step seen: the rate leaves out loading and the text encoder
     frame = Frame("wait")
-    threading.Thread(target=work, daemon=True, name=f"generate-{session[:8]}").start()
     try:
         yield frame
-        while True:
-            kind, *payload = events.get()
-            if kind in ("progress", "preview"):
-                step, value, now = payload
+        for event in handle.events():
+            now = time.perf_counter()
+            if event.kind in ("progress", "preview"):
                 if first_step is None:
-                    first_step = (step, now)
-                rate = (step - first_step[0]) / (now - first_step[1]) if now > first_step[1] else frame.rate
-                total = value if kind == "progress" else frame.total
-                if kind == "progress":
-                    frame = Frame("progress", step, total, now - started, rate, frame.image)
+                    first_step = (event.step, now)
+                rate = (event.step - first_step[0]) / (now - first_step[1]) if now > first_step[1] else frame.rate
+                if event.kind == "progress":
+                    frame = Frame("progress", event.step, event.total, now - started, rate, frame.image)
                     if progress is not None:
-                        progress((step, total), desc="Step", unit="steps")
+                        progress((event.step, event.total), desc="Step", unit="steps")
                     # Back to gradio after every step: a cancelled run (an API client's cancel) can only be
-                    # closed at a yield, and closing it stops the worker through the finally below.
+                    # closed at a yield, and closing it stops the job through the finally below.
                     yield frame
-                else:  # generation already decides previews by time
-                    frame = Frame("preview", step, total, now - started, rate, value)
+                else:  # the worker already decides previews by time
+                    frame = Frame("preview", event.step, frame.total, now - started, rate, event.image)
                     yield frame
-            elif kind == "error":
-                raise_public(ctx, payload[0], http)
-            elif kind == "done":
-                yield Frame("done", frame.step, frame.total, time.perf_counter() - started, frame.rate,
-                            frame.image, payload[0])
+            elif event.kind == "failed":
+                raise_public(ctx, event.error, http)
+            elif event.kind in ("done", "stopped"):
+                yield Frame("done", frame.step, frame.total, now - started, frame.rate, frame.image,
+                            first_result(handle, event.outcome))
                 return
     finally:
-        # Also when the generator is closed (a cancelled job): the worker thread ends the run at its next
+        # Also when the generator is closed (a cancelled job, a visitor who left): the job ends at its next
         # step instead of holding the model until the last one.
-        stop.set()
-        ctx.runs.finish(session, stop)
+        if not handle.ended:
+            handle.stop()
 
 
 def run_request(ctx: AppContext, request: GenerationRequest, http: gr.Request | None,
@@ -396,32 +349,22 @@ def result_files(ctx: AppContext, result: GenerationResult, lang: str = "en") ->
     return gallery, summary
 
 
-def produce(ctx: AppContext, request: GenerationRequest, control: RunControl) -> tuple[GenerationResult, tuple]:
-    """Generate and write the files, in one worker thread: the result and its (gallery, summary)."""
-    result = ctx.generate(request, control)
-    return result, result_files(ctx, result)
-
-
 async def run_for_program(ctx: AppContext, request: GenerationRequest, http: gr.Request | None) -> tuple:
     """(gallery, result) of a finished run for an API client: no per-step messages, cancellable at any time.
 
-    The worker runs in a thread; when gradio cancels this call (the client's cancel), the finally
-    below sets the stop flag and the worker ends at its next step.
+    When gradio cancels this call (the client's cancel, or a client that went away), the finally below stops
+    the job at its next step.
     """
+    handle = submit(ctx, Job(GENERATE, owner_of(ctx, http), GRADIO_API, [add_creative_part(request)]), http,
+                    follow=False)
     try:
-        request = validate(add_creative_part(request), ctx.settings.limits)
-        check_work(request, resolve(ctx.settings))
-    except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
-    session = session_of(http)
-    stop = ctx.runs.start(session)
-    try:
-        result, answer = await anyio.to_thread.run_sync(produce, ctx, request, RunControl(stop=stop),
-                                                        abandon_on_cancel=True)
+        outcome = await anyio.to_thread.run_sync(handle.result, abandon_on_cancel=True)
+        result = first_result(handle, outcome)
+        answer = await anyio.to_thread.run_sync(result_files, ctx, result)
     except Exception as error:  # reported to the caller as a short message; CancelledError passes through
         raise_public(ctx, error, http)
     finally:
-        stop.set()
-        ctx.runs.finish(session, stop)
+        if not handle.ended:
+            handle.stop()
     tell(result)
     return answer

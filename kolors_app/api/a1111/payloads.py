@@ -94,7 +94,7 @@ def a1111_error(error: ValidationError, unit_indexes: list[int] = ()) -> Validat
             if error.field == params.control_name(attribute, core_index):
                 name = f"alwayson_scripts.controlnet.args[{index}].{unit_field}"
     message = str(error).split(": ", 1)[1] if ": " in str(error) else str(error)
-    return ValidationError(name, message)
+    return ValidationError(name, message, error.code, error.allowed)
 
 
 def scheduler_for(sampler: str | None, schedule: str | None) -> str:

@@ -5,57 +5,34 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
 import time
-import traceback
 from typing import Any, Callable
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError as PydanticError
 
-from kolors_app.media import png_encoder
-from kolors_app.creative.part import tools_for
-from kolors_app.engine.generation import RunControl, batch_seeds
-from kolors_app.metadata.parameters import format_parameters, read_image_parameters, split_parameters
-from kolors_app.core.params import MAX_SEED, ValidationError, concrete_seed, validate
-from kolors_app.serving.quotas import check_work, resolve
-from kolors_app.outputs.result_files import encode_png
+from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, Txt2Img, a1111_error,
+                                           build_request, check_unsupported, enabled_units, scheduler_for)
+from kolors_app.api.waiting import (credentials_check, error_response, outcome_of, owner_dependency,
+                                    refusal_response)
+from kolors_app.core.params import MAX_SEED, ValidationError, concrete_seed
 from kolors_app.core.schedulers import SCHEDULER_NAMES
+from kolors_app.creative.part import tools_for
 from kolors_app.creative.upscalers import LATENT
-from kolors_app.api.a1111.jobs import PREVIEW_SECONDS, Job, JobBoard, QueueFull
-from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, Txt2Img, a1111_error, build_request,
-                       check_unsupported, enabled_units, scheduler_for)
+from kolors_app.engine.engine import JobHandle, QueueFull
+from kolors_app.engine.generation import batch_seeds
+from kolors_app.engine.jobs import A1111, GENERATE, Job, JobOutcome, Owner
+from kolors_app.media import png_encoder
+from kolors_app.media.images import decode_data_url
+from kolors_app.metadata.parameters import format_parameters, read_image_parameters, split_parameters
+from kolors_app.outputs.result_files import encode_png
 
 log = logging.getLogger(__name__)
+PREVIEW_SECONDS = 1.0
 # A body holds at most a few images of --max-upload-bytes each, base64-encoded (4/3 larger).
 MAX_IMAGES_PER_BODY = 6
 CONTROLNET_MODELS = ("Kolors-ControlNet-Canny", "Kolors-ControlNet-Depth", "Kolors-ControlNet-Pose")
-
-
-def error_response(status: int, error: str, detail: str, field: str | None = None) -> JSONResponse:
-    """A1111's error shape ({"error", "detail"}), plus the field at fault."""
-    return JSONResponse({"error": error, "detail": detail, "field": field}, status_code=status)
-
-
-def credentials_check(settings) -> Callable:
-    """A dependency requiring HTTP Basic credentials from --api-auth (or --auth) when either is set."""
-    text = settings.api_auth or settings.auth
-    allowed = [tuple(pair.split(":", 1)) for pair in text.split(",")] if text else []
-    basic = HTTPBasic(auto_error=False)
-
-    def check(given: HTTPBasicCredentials | None = Depends(basic)):
-        if not allowed:
-            return
-        if given is not None and any(secrets.compare_digest(given.username.encode(), user.encode())
-                                     & secrets.compare_digest(given.password.encode(), password.encode())
-                                     for user, password in allowed):
-            return
-        raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
-
-    return check
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -72,7 +49,7 @@ async def read_json(request: Request, limit: int) -> Any:
         raise HTTPException(422, f"body: not valid JSON ({error})") from None
 
 
-def info_json(body: Txt2Img, seeds: list[int], images: list, job: Job) -> str:
+def info_json(body: Txt2Img, seeds: list[int], images: list, job: JobHandle) -> str:
     """A1111's `info`: a JSON string with the seeds and the infotext of every image."""
     first = images[0].parameters if images else {}
     return json.dumps({
@@ -96,52 +73,28 @@ def body_limit_of(limits) -> int:
     return limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
 
 
-def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: JobBoard | None = None,
-                 public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
+def a1111_router(ctx, public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
                  ) -> APIRouter:
-    """Every A1111 route, bound to the app's context (settings, manager, outputs, generate()).
+    """Every A1111 route, bound to the app's context (settings, manager, outputs, the job engine).
 
-    `public_message` is what a caller may see of a failed run (the app passes the page's own wording); `board`
-    is the GPU slot and queue bound it shares with the app's own REST route (rest_api.py).
+    `public_message` is what a caller may see of a failed run (the app passes the page's own wording).
     """
-    settings, limits = ctx.settings, ctx.settings.limits
-    board = board or JobBoard(settings.queue_size, waiting_elsewhere)
+    settings, limits, engine = ctx.settings, ctx.settings.limits, ctx.engine
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])
+    caller = owner_dependency(settings)
     body_limit = body_limit_of(limits)
 
-    def run_job(body: Txt2Img, requests: list, seeds: list[int]) -> dict:
-        job = Job(job_count=len(requests), steps=body.steps)
-
-        def on_preview(step, image):
-            job.preview = image
-
-        def on_progress(step, total):
-            job.step = step
-
-        def work(job: Job) -> list:
-            images, stopped = [], False
-            for number, request in enumerate(requests):
-                job.job_no = number
-                stop = job.next_iteration()
-                control = RunControl(on_progress=on_progress, on_preview=on_preview, stop=stop,
-                                     preview_seconds=PREVIEW_SECONDS)
-                result = ctx.generate(request, control)
-                images += result.images
-                stopped = stopped or result.stopped
-                if job.interrupted:
-                    break
-            return images
-
-        images = board.run(job, work)
+    def answer(body: Txt2Img, seeds: list[int], handle: JobHandle, outcome: JobOutcome) -> dict:
+        images = outcome.images
         encoded = [encode_png(item.image, item.parameters) for item in images]
         if body.save_images and ctx.saver is not None:
             for item, data in zip(images, encoded):
                 ctx.saver.save(item.parameters, data)
         echoed = body.model_dump(exclude={"init_images", "mask"})
         return {"images": [base64.b64encode(data).decode("ascii") for data in encoded] if body.send_images else [],
-                "parameters": echoed, "info": info_json(body, seeds, images, job)}
+                "parameters": echoed, "info": info_json(body, seeds, images, handle)}
 
-    async def generate_route(request: Request, model: type[Txt2Img]):
+    async def generate_route(request: Request, model: type[Txt2Img], owner: Owner):
         try:
             body = model.model_validate(await read_json(request, body_limit))
         except PydanticError as error:
@@ -151,68 +104,71 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: J
         try:
             check_unsupported(body, saving=ctx.saver is not None)
             if not 1 <= body.batch_size <= limits.max_images:
-                raise ValidationError("batch_size", f"must be from 1 to {limits.max_images}, got {body.batch_size}")
+                raise ValidationError("batch_size", f"must be from 1 to {limits.max_images}, got {body.batch_size}",
+                                      code="out_of_range", allowed={"min": 1, "max": limits.max_images})
             if body.n_iter < 1 or body.n_iter * body.batch_size > limits.max_images:
                 raise ValidationError("n_iter", f"n_iter x batch_size must be from 1 to {limits.max_images}, "
-                                                f"got {body.n_iter} x {body.batch_size}")
+                                                f"got {body.n_iter} x {body.batch_size}", code="out_of_range",
+                                      allowed={"min": 1, "max": limits.max_images})
             scheduler = scheduler_for(body.sampler_name or body.sampler_index, body.scheduler)
             if body.seed != -1 and not 0 <= body.seed <= MAX_SEED:
-                raise ValidationError("seed", f"must be -1 (random) or from 0 to {MAX_SEED}, got {body.seed}")
+                raise ValidationError("seed", f"must be -1 (random) or from 0 to {MAX_SEED}, got {body.seed}",
+                                      code="out_of_range", allowed={"min": -1, "max": MAX_SEED})
             seeds = batch_seeds(concrete_seed(None if body.seed == -1 else body.seed), body.n_iter * body.batch_size)
             unit_indexes = [index for index, _unit in enabled_units(body)]
         except ValidationError as error:  # these already name the A1111 field
-            return error_response(422, "Invalid input", str(error), error.field)
+            return refusal_response(error)
         try:
-            requests = [validate(build_request(body, scheduler, seeds[number * body.batch_size], limits), limits)
+            requests = [build_request(body, scheduler, seeds[number * body.batch_size], limits)
                         for number in range(body.n_iter)]
-            for checked in requests:
-                check_work(checked, resolve(settings))  # the same work budget as the page's
-            return await anyio.to_thread.run_sync(run_job, body, requests, seeds)
+            # One job for every iteration: the engine validates and costs them together (n_iter x batch x steps).
+            handle = engine.submit(Job(GENERATE, owner, A1111, requests, preview_seconds=PREVIEW_SECONDS), follow=False)
+            outcome = await outcome_of(handle, request)
+            return await anyio.to_thread.run_sync(answer, body, seeds, handle, outcome)
         except QueueFull as error:
             return error_response(503, "Queue is full", str(error))
         except ValidationError as error:  # also the core's own checks (LoRA and upscaler names) before model work
-            error = a1111_error(error, unit_indexes)
-            return error_response(422, "Invalid input", str(error), error.field)
-        except Exception as error:  # logged in full for the operator, short for the caller
-            log.error("A1111 API generation failed\n%s", "".join(traceback.format_exception(error)).rstrip())
-            error.__traceback__ = None
-            ctx.manager.release_memory()
+            return refusal_response(a1111_error(error, unit_indexes))
+        except Exception as error:  # logged in full by the executor (or here), short for the caller
+            log.error("A1111 API generation failed: %s", type(error).__name__)
             return error_response(500, type(error).__name__, public_message(error))
 
     @router.post("/sdapi/v1/txt2img")
-    async def txt2img(request: Request):
-        return await generate_route(request, Txt2Img)
+    async def txt2img(request: Request, owner: Owner = Depends(caller)):
+        return await generate_route(request, Txt2Img, owner)
 
     @router.post("/sdapi/v1/img2img")
-    async def img2img(request: Request):
-        return await generate_route(request, Img2Img)
+    async def img2img(request: Request, owner: Owner = Depends(caller)):
+        return await generate_route(request, Img2Img, owner)
 
     @router.get("/sdapi/v1/progress")
-    def progress(skip_current_image: bool = False):
-        job = board.current
+    def progress(skip_current_image: bool = False, owner: Owner = Depends(caller)):
+        """The caller's own job: another user's progress and previews are not shown."""
+        job = engine.current(owner)
         if job is None:
             return {"progress": 0.0, "eta_relative": 0.0, "state": {"skipped": False, "interrupted": False,
                     "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
                     "sampling_steps": 0}, "current_image": None, "textinfo": None}
         done = job.progress()
-        spent = time.monotonic() - job.started
+        spent = time.monotonic() - job.submitted
         image = None
         if job.preview is not None and not skip_current_image:
             image = base64.b64encode(png_encoder.encode_png(job.preview)).decode("ascii")
         return {"progress": round(done, 4), "eta_relative": round(spent / done - spent, 2) if done > 0 else 0.0,
-                "state": {"skipped": job.skipped, "interrupted": job.interrupted, "job": f"job {job.job_no + 1}",
-                          "job_count": job.job_count, "job_timestamp": job.timestamp, "job_no": job.job_no,
-                          "sampling_step": job.step, "sampling_steps": job.steps},
+                "state": {"skipped": job.skipped, "interrupted": job.interrupted, "job": f"job {job.index + 1}",
+                          "job_count": job.count, "job_timestamp": job.timestamp, "job_no": job.index,
+                          "sampling_step": job.step, "sampling_steps": job.total or job.job.steps},
                 "current_image": image, "textinfo": None}
 
     @router.post("/sdapi/v1/interrupt")
-    def interrupt():
-        board.interrupt()
+    def interrupt(owner: Owner = Depends(caller)):
+        """End the caller's job at its next step; its finished iterations are still answered."""
+        engine.stop(owner)
         return {}
 
     @router.post("/sdapi/v1/skip")
-    def skip():
-        board.skip()
+    def skip(owner: Owner = Depends(caller)):
+        engine.skip(owner)
         return {}
 
     @router.get("/sdapi/v1/options")
@@ -278,7 +234,7 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: J
             image = values.get("image") if isinstance(values, dict) else None
             found = read_image_parameters(_image_bytes(image, limits), field="image")
         except ValidationError as error:
-            return error_response(422, "Invalid input", str(error), error.field)
+            return refusal_response(error)
         text = found.text or ""
         prompt, negative, pairs = split_parameters(text) if text else ("", "", [])
         parsed = {"Prompt": prompt, "Negative prompt": negative, **dict(pairs)} if text else {}
@@ -297,8 +253,6 @@ def a1111_router(ctx, waiting_elsewhere: Callable[[], int] = lambda: 0, board: J
 
 def _image_bytes(value, limits) -> bytes:
     """The bytes of a base64 image (raw or data: URL), size-checked; the pixels are not decoded here."""
-    from kolors_app.media.images import decode_data_url
-
     if not isinstance(value, str) or not value:
         raise ValidationError("image", "must be a base64-encoded image")
     if value[:5].lower() == "data:":

@@ -1,0 +1,94 @@
+"""Executors: where a job's worker runs. The engine sees only this interface and plain data crossing it.
+
+LocalExecutor is one GPU slot in this process (jobs one at a time, in worker threads). Another executor (Ray
+Serve replicas) starts the same worker elsewhere and forwards its events and the stop and skip calls.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import traceback
+from typing import Callable
+
+from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
+from kolors_app.engine.jobs import Job, JobEvent, JobOutcome
+from kolors_app.engine.worker import StopFlags, run_job
+from kolors_app.models.pipelines import PipelineManager
+
+log = logging.getLogger(__name__)
+Emit = Callable[[JobEvent], None]
+
+
+class Running(abc.ABC):
+    """A started job as its executor controls it."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """End the job at its next step; finished iterations are kept."""
+
+    @abc.abstractmethod
+    def skip(self) -> None:
+        """End the current iteration at its next step and go on with the next one."""
+
+
+class Executor(abc.ABC):
+    """Runs jobs; each one's events go to `emit`, ending with exactly one of done, stopped or failed."""
+
+    @abc.abstractmethod
+    def start(self, job: Job, gpu_seconds: int, emit: Emit) -> Running:
+        """Queue the job; it starts when a slot is free."""
+
+    def close(self) -> None:
+        """Release what the executor holds (workers, replicas)."""
+
+
+class _LocalRun(Running):
+    def __init__(self):
+        self.flags = StopFlags()
+
+    def stop(self) -> None:
+        self.flags.stop()
+
+    def skip(self) -> None:
+        self.flags.skip()
+
+
+class LocalExecutor(Executor):
+    """One slot in this process: the job waits for it in a thread of its own, then runs there."""
+
+    def __init__(self, manager: PipelineManager):
+        self.manager = manager
+        self._slot = threading.Lock()
+
+    def start(self, job: Job, gpu_seconds: int, emit: Emit) -> Running:
+        run = _LocalRun()
+        threading.Thread(target=self._work, args=(job, gpu_seconds, emit, run), daemon=True,
+                         name=f"job-{job.id}").start()
+        return run
+
+    def _work(self, job: Job, gpu_seconds: int, emit: Emit, run: _LocalRun) -> None:
+        with self._slot:
+            if run.flags.stopped:
+                emit(JobEvent("stopped", outcome=JobOutcome(stopped=True, interrupted=True)))
+                return
+            emit(JobEvent("started"))
+            try:
+                if on_zero_gpu():
+                    outcome = _run_in_gpu_slice(self.manager, job, gpu_seconds)
+                else:
+                    outcome = run_job(self.manager, job, emit, run.flags)
+            except Exception as error:  # the entrance shows it in its own way; this thread must not die silently
+                log.error("job %s failed\n%s", job.id, "".join(traceback.format_exception(error)).rstrip())
+                error.__traceback__ = None  # its frames hold the failed run's tensors
+                self.manager.release_memory()
+                emit(JobEvent("failed", error=error))
+                return
+            emit(JobEvent("stopped" if outcome.stopped else "done", outcome=outcome))
+
+
+@gpu_decorator(duration=lambda manager, job, seconds: seconds)
+def _run_in_gpu_slice(manager: PipelineManager, job: Job, seconds: int) -> JobOutcome:
+    """On ZeroGPU the job runs inside one GPU slice of `seconds` (from its cost), where callbacks cannot reach."""
+    return run_job(manager, job, lambda event: None, StopFlags())
