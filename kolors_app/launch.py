@@ -6,8 +6,6 @@ import logging
 import threading
 
 import gradio as gr
-from gradio.blocks import BlocksConfig
-from gradio.state_holder import SessionState
 from starlette.middleware import Middleware
 
 from kolors_app.core.config import Settings
@@ -19,60 +17,36 @@ from kolors_app.ui.i18n import i18n
 from kolors_app.api.mcp import mcp_lifespan
 from kolors_app.ui.runner import AppContext, public_message
 from kolors_app.core.zerogpu import on_zero_gpu
+from kolors_app.patches import gradio as gradio_patches
+from kolors_app.patches import startup as library_patches
+from kolors_app.patches.versions import UnsupportedLibrary
 
 log = logging.getLogger(__name__)
 
 
-def keep_no_input_values() -> None:
-    """Stop gradio from keeping every block's config and every input's last value per session (for deep links,
-    which are off).
-
-    With 10,000 sessions kept, 20 requests of 50 MB each stayed in memory for good. And copying the config of
-    all ~600 blocks cost each new session 60-110 ms on the event loop: every program request with a new session
-    waited that long before it was queued, and a flood of new sessions could keep the loop busy.
-    """
-    if getattr(SessionState, "kolors_patched", False):
-        return
-    SessionState._update_value_in_config = lambda self, key, value: None
-    start_session, config_for_block = SessionState.__init__, BlocksConfig.config_for_block
-    starting = threading.local()
-
-    def new_session(self, blocks):
-        starting.active = True
-        try:
-            start_session(self, blocks)
-        finally:
-            starting.active = False
-
-    def block_config(*args, **kwargs):
-        return {} if getattr(starting, "active", False) else config_for_block(*args, **kwargs)
-
-    SessionState.__init__, BlocksConfig.config_for_block = new_session, staticmethod(block_config)
-    SessionState.kolors_patched = True
-
-
 def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:
     """Refuse a job when its session or client address already has its quota waiting or running."""
-    queue, quota = app._queue, QueueQuota(quotas)
-    push = queue.push
+    quota = QueueQuota(quotas)
 
-    def jobs() -> list[tuple[str, str]]:
-        events = [event for event_queue in list(queue.event_queue_per_concurrency_id.values())
-                  for event in list(event_queue.queue)]
-        events += [event for batch in list(getattr(queue, "active_jobs", []) or []) if batch for event in batch]
-        return [(event.session_hash, _address(event.request, quotas)) for event in events]
+    def refusal(jobs, session_hash: str, request) -> str | None:
+        waiting = [(session, _address(job_request, quotas)) for session, job_request in jobs]
+        return quota.refusal(waiting, session_hash, _address(request, quotas))
 
-    async def limited_push(body, request, username):
-        refusal = quota.refusal(jobs(), body.session_hash, _address(request, quotas))
-        if refusal:
-            return False, refusal, "queue_full"
-        return await push(body, request, username)
-
-    queue.push = limited_push
+    gradio_patches.screen_queue_joins(app, refusal)
 
 
 def _address(request, quotas: Quotas) -> str:
     return client_address(getattr(request, "scope", None) or {}, quotas.trust_forwarded)
+
+
+def check_libraries() -> None:
+    """Refuse to start when a patched library lacks a name its patches touch; warn loudly outside the tested range."""
+    try:
+        warnings = library_patches.require_supported()
+    except UnsupportedLibrary as error:
+        raise SystemExit(str(error)) from None
+    for text in warnings:
+        log.warning("\n%s\nUNTESTED LIBRARY VERSION: %s\n%s", "!" * 100, text, "!" * 100)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -86,7 +60,7 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
-    """The app, queued so that nothing skips the queue, and its context; not launched."""
+    """The app (library patches applied), queued so that nothing skips the queue, and its context; not launched."""
     ctx = AppContext(settings, manager or PipelineManager(settings))
     app = create_app(ctx)
     app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
@@ -97,9 +71,9 @@ def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[g
 def launch(settings: Settings, manager: PipelineManager | None = None, **overrides) -> tuple[gr.Blocks, AppContext]:
     """Start serving; with `prevent_thread_lock=True` in overrides it returns at once (tests, benches)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_libraries()
     app, ctx = build(settings, manager)
     quotas = resolve(settings)
-    keep_no_input_values()
     if on_zero_gpu():
         # ZeroGPU moves weights to the GPU lazily, but only those loaded in this process before serving.
         ctx.manager.load()
@@ -113,7 +87,7 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
 
         # One GPU slot and queue bound for both REST APIs; given to the FastAPI app at its creation, so that
         # they come before gradio's own routes.
-        board = JobBoard(settings.queue_size, waiting_elsewhere=lambda: len(app._queue))
+        board = JobBoard(settings.queue_size, waiting_elsewhere=lambda: gradio_patches.queue_length(app))
         message = lambda error: public_message(error, settings)  # noqa: E731
         routes = (a1111_router(ctx, board=board, public_message=message).routes
                   + native_router(ctx, board, public_message=message).routes)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from kolors_app.patches.gradio import answer_mcp_outputs_with
+
 
 def flatten_outputs(data) -> list:
     """gradio hands over an endpoint's outputs as one tuple (gallery, summary) inside a list: one flat list."""
@@ -26,9 +28,9 @@ def is_gallery(value) -> bool:
         isinstance(item, dict) and "image" in item for item in value)
 
 
-def content_of(server, data, root_url: str, fallback) -> list:
+def content_of(types, data, root_url: str, fallback) -> list:
     """Gallery items -> image content (the PNG file as it is, parameters included) and their URL; dicts -> JSON."""
-    types, content = server.types, []
+    content = []
     for output in flatten_outputs(data):
         if is_gallery(output):
             for item in output:
@@ -52,11 +54,8 @@ def mcp_lifespan(app: gr.Blocks):
 
     @contextlib.asynccontextmanager
     async def lifespan(_fastapi_app):
-        server = getattr(app, "mcp_server_obj", None)
-        if server is not None:
-            # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
-            original = server.postprocess_output_data
-            server.postprocess_output_data = lambda data, root_url: content_of(server, data, root_url, original)
+        # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
+        answer_mcp_outputs_with(app, content_of)
         yield
 
     return lifespan

@@ -1,0 +1,210 @@
+"""gradio's patches: sessions without a copy of the page, skips passed through, one Gallery schema, the queue's door
+and the MCP server's answers."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from typing import Callable
+
+import gradio as gr
+from gradio.blocks import BlocksConfig
+from gradio.state_holder import SessionState
+
+from kolors_app.patches.versions import Touched
+
+DISTRIBUTION = "gradio"
+SKIP = gr.skip()
+
+
+@functools.cache
+def _probe_blocks() -> gr.Blocks:
+    """A queued Blocks with one event: its parts carry the instance attributes the patches read."""
+    with gr.Blocks() as blocks:
+        button = gr.Button()
+        button.click(lambda: None, None, button)
+    blocks.queue()
+    return blocks
+
+
+def _probe_function(_owner) -> object:
+    return next(iter(_probe_blocks().fns.values()))
+
+
+def _probe_queue(_owner) -> object:
+    return _probe_blocks()._queue
+
+
+QUEUE = Touched("gradio.blocks:Blocks", "_queue", instance=lambda _: _probe_blocks())
+TOUCHED = {
+    "keep_no_input_values": (
+        Touched("gradio.state_holder:SessionState", "__init__", parameters=("blocks",)),
+        Touched("gradio.state_holder:SessionState", "_update_value_in_config", parameters=("key", "value")),
+        Touched("gradio.blocks:BlocksConfig", "config_for_block", parameters=("_id", "rendered_ids", "block")),
+    ),
+    "pass_skips_through": (
+        Touched("gradio.blocks:Blocks", "postprocess_data", parameters=("block_fn", "predictions", "state")),
+        Touched("gradio.block_function:BlockFunction", "outputs", instance=_probe_function),
+        Touched("gradio.block_function:BlockFunction", "batch", instance=_probe_function),
+        Touched("gradio.blocks:Block", "stateful"),
+    ),
+    "build_gallery_schema_once": (Touched("gradio.components:Gallery", "api_info"),),
+    "screen_queue_joins": (
+        QUEUE,
+        Touched("gradio.queueing:Queue", "push", parameters=("body", "request", "username")),
+        Touched("gradio.queueing:Queue", "event_queue_per_concurrency_id", instance=_probe_queue),
+        Touched("gradio.queueing:Queue", "active_jobs", instance=_probe_queue),
+        Touched("gradio.queueing:EventQueue", "queue", instance=lambda event_queue: event_queue("probe", 1)),
+        Touched("gradio.queueing:Event", "__init__", parameters=("session_hash", "request")),
+        Touched("gradio.data_classes", "PredictBodyInternal", parameters=("session_hash",)),
+    ),
+    "queue_length": (QUEUE, Touched("gradio.queueing:Queue", "__len__")),
+    "answer_mcp_outputs_with": (
+        Touched("gradio.blocks:Blocks", "mcp_server_obj", instance=lambda _: _probe_blocks()),
+        Touched("gradio.mcp:GradioMCPServer", "postprocess_output_data", parameters=("data", "root_url")),
+        Touched("gradio.mcp:GradioMCPServer", "types", extra="mcp"),
+    ),
+}
+
+
+def apply() -> None:
+    """The patches of gradio's classes (idempotent); the queue's and the MCP server's are per app."""
+    keep_no_input_values()
+    pass_skips_through()
+    build_gallery_schema_once()
+
+
+def keep_no_input_values() -> None:
+    """Stop gradio from keeping every block's config and every input's last value per session (for deep links,
+    which are off).
+
+    With 10,000 sessions kept, 20 requests of 50 MB each stayed in memory for good. And copying the config of
+    all ~600 blocks cost each new session 60-110 ms on the event loop: every program request with a new session
+    waited that long before it was queued, and a flood of new sessions could keep the loop busy.
+    """
+    if getattr(SessionState, "kolors_patched", False):
+        return
+    start_session, config_for_block = SessionState.__init__, BlocksConfig.config_for_block
+    keep_value = SessionState._update_value_in_config
+    starting = threading.local()
+
+    def new_session(self, blocks):
+        starting.active = True
+        try:
+            start_session(self, blocks)
+        finally:
+            starting.active = False
+
+    def block_config(*args, **kwargs):
+        return {} if getattr(starting, "active", False) else config_for_block(*args, **kwargs)
+
+    def keep_no_value(self, key, value):
+        return None
+
+    # __wrapped__: gradio's own, for the tests, and the signature the name check reads.
+    new_session.__wrapped__, block_config.__wrapped__, keep_no_value.__wrapped__ = \
+        start_session, config_for_block, keep_value
+    SessionState.__init__, BlocksConfig.config_for_block = new_session, staticmethod(block_config)
+    SessionState._update_value_in_config = keep_no_value
+    SessionState.kolors_patched = True
+
+
+def pass_skips_through() -> None:
+    """Let gradio pass a gr.skip() on to the page without building that output component anew.
+
+    For every gr.skip() an event returns, gradio 6.31 constructs the output component again and recomputes its
+    config (inspect.signature, a random id, ...): two thirds of the cost of the page's progress updates
+    (bench/README.md). A skip changes nothing, so the other outputs are postprocessed alone and the skips are
+    answered as gradio answers them.
+    """
+    postprocess = gr.Blocks.postprocess_data
+    if getattr(postprocess, "passes_skips", False):
+        return
+
+    async def postprocess_data(self, block_fn, predictions, state):
+        outputs = list(block_fn.outputs)
+        if block_fn.batch or not isinstance(predictions, (list, tuple)) or len(outputs) < 2 \
+                or len(predictions) != len(outputs):  # gradio itself answers a wrong count
+            return await postprocess(self, block_fn, predictions, state)
+        kept = [index for index, (value, block) in enumerate(zip(predictions, outputs))
+                if block.stateful or value != SKIP]
+        if len(kept) == len(outputs):
+            return await postprocess(self, block_fn, predictions, state)
+        answer = [dict(SKIP) for _ in outputs]
+        if kept:
+            narrowed = copy.copy(block_fn)
+            narrowed.outputs = [outputs[index] for index in kept]
+            values = [predictions[index] for index in kept]
+            done = await postprocess(self, narrowed, values if len(kept) > 1 else values[0], state)
+            for index, value in zip(kept, done):
+                answer[index] = value
+        return answer
+
+    postprocess_data.passes_skips, postprocess_data.__wrapped__ = True, postprocess
+    gr.Blocks.postprocess_data = postprocess_data
+
+
+def build_gallery_schema_once() -> None:
+    """Make gr.Gallery build its API schema once per process instead of once per update.
+
+    A streaming event builds each output component anew for every gr.skip() it yields, and building the
+    Gallery's pydantic schema (the same for every Gallery) was 14 of the 15 ms of a progress update
+    (bench/api.py). A subclass would do it too, but gradio writes a .pyi file beside any module that
+    defines a component class.
+    """
+    build = gr.Gallery.api_info
+    if getattr(build, "built_once", False):
+        return
+    schema: dict = {}
+
+    def api_info(self) -> dict:
+        if not schema:
+            schema.update(build(self))
+        return dict(schema)
+
+    api_info.built_once, api_info.__wrapped__ = True, build
+    gr.Gallery.api_info = api_info
+
+
+Jobs = list[tuple[str, object]]
+
+
+def screen_queue_joins(app: gr.Blocks, refusal: Callable[[Jobs, str, object], str | None]) -> None:
+    """Let `refusal(jobs, session_hash, request)` turn a job away before the app's queue takes it.
+
+    `jobs` are the (session_hash, request) of the events waiting or running; a refusal is answered as a full queue.
+    """
+    queue = app._queue
+    push = queue.push
+
+    def jobs() -> Jobs:
+        events = [event for event_queue in list(queue.event_queue_per_concurrency_id.values())
+                  for event in list(event_queue.queue)]
+        events += [event for batch in list(queue.active_jobs or []) if batch for event in batch]
+        return [(event.session_hash, event.request) for event in events]
+
+    async def screened_push(body, request, username):
+        refused = refusal(jobs(), body.session_hash, request)
+        if refused:
+            return False, refused, "queue_full"
+        return await push(body, request, username)
+
+    queue.push = screened_push
+
+
+def queue_length(app: gr.Blocks) -> int:
+    """How many events wait in the app's queue."""
+    return len(app._queue)
+
+
+def answer_mcp_outputs_with(app: gr.Blocks, convert: Callable) -> None:
+    """Have the app's MCP server (built at launch) answer with `convert(types, data, root_url, gradios_own)`.
+
+    `types` is the mcp package's types module; `gradios_own(data, root_url)` is gradio's answer.
+    """
+    server = app.mcp_server_obj
+    if server is None:
+        return
+    gradios_own = server.postprocess_output_data
+    server.postprocess_output_data = lambda data, root_url: convert(server.types, data, root_url, gradios_own)
