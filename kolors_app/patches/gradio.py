@@ -16,6 +16,7 @@ from kolors_app.patches.versions import Touched
 
 DISTRIBUTION = "gradio"
 SKIP = gr.skip()
+Jobs = list[tuple[str, object]]  # (session_hash, request) of each event waiting or running
 
 
 @functools.cache
@@ -34,6 +35,10 @@ def _probe_function(_owner) -> object:
 
 def _probe_queue(_owner) -> object:
     return _probe_blocks()._queue
+
+
+def _probe_event(event_class) -> object:
+    return event_class(None, _probe_function(None), None, None)
 
 
 QUEUE = Touched("gradio.blocks:Blocks", "_queue", instance=lambda _: _probe_blocks())
@@ -56,7 +61,8 @@ TOUCHED = {
         Touched("gradio.queueing:Queue", "event_queue_per_concurrency_id", instance=_probe_queue),
         Touched("gradio.queueing:Queue", "active_jobs", instance=_probe_queue),
         Touched("gradio.queueing:EventQueue", "queue", instance=lambda event_queue: event_queue("probe", 1)),
-        Touched("gradio.queueing:Event", "__init__", parameters=("session_hash", "request")),
+        Touched("gradio.queueing:Event", "session_hash", instance=_probe_event),
+        Touched("gradio.queueing:Event", "request", instance=_probe_event),
         Touched("gradio.data_classes", "PredictBodyInternal", parameters=("session_hash",)),
     ),
     "queue_length": (QUEUE, Touched("gradio.queueing:Queue", "__len__")),
@@ -165,9 +171,6 @@ def build_gallery_schema_once() -> None:
 
     api_info.built_once, api_info.__wrapped__ = True, build
     gr.Gallery.api_info = api_info
-
-
-Jobs = list[tuple[str, object]]
 
 
 def screen_queue_joins(app: gr.Blocks, refusal: Callable[[Jobs, str, object], str | None]) -> None:

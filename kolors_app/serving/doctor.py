@@ -100,8 +100,8 @@ def check_patches(report: Report) -> None:
             report.warn(warning)
         else:
             count = sum(len(names) for names in touched.values())
-            report.line(f"ok: {name} {installed_version(name)} (tested {TESTED[name]}): all {count} names "
-                        f"its patches touch are there")
+            report.line(f"ok: {name} {installed_version(name)} (tested {TESTED[name]}): {count} name"
+                        f"{'s' if count != 1 else ''} touched by its patches, all present")
 
 
 def tokenizer_accepts_padding_side() -> bool:
