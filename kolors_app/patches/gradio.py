@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import gradio as gr
 from gradio.blocks import BlocksConfig
