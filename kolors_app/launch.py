@@ -6,8 +6,6 @@ import logging
 import threading
 
 import gradio as gr
-from gradio.blocks import BlocksConfig
-from gradio.state_holder import SessionState
 from starlette.middleware import Middleware
 
 from kolors_app.core.config import Settings
@@ -22,57 +20,23 @@ from kolors_app.ui.i18n import i18n
 from kolors_app.api.mcp import mcp_lifespan
 from kolors_app.ui.runner import AppContext, public_message
 from kolors_app.core.zerogpu import on_zero_gpu
+from kolors_app.patches import gradio as gradio_patches
+from kolors_app.patches import startup as library_patches
+from kolors_app.patches.versions import UnsupportedLibrary
 
 log = logging.getLogger(__name__)
 
 
-def keep_no_input_values() -> None:
-    """Stop gradio from keeping every block's config and every input's last value per session (for deep links,
-    which are off).
-
-    With 10,000 sessions kept, 20 requests of 50 MB each stayed in memory for good. And copying the config of
-    all ~600 blocks cost each new session 60-110 ms on the event loop: every program request with a new session
-    waited that long before it was queued, and a flood of new sessions could keep the loop busy.
-    """
-    if getattr(SessionState, "kolors_patched", False):
-        return
-    SessionState._update_value_in_config = lambda self, key, value: None
-    start_session, config_for_block = SessionState.__init__, BlocksConfig.config_for_block
-    starting = threading.local()
-
-    def new_session(self, blocks):
-        starting.active = True
-        try:
-            start_session(self, blocks)
-        finally:
-            starting.active = False
-
-    def block_config(*args, **kwargs):
-        return {} if getattr(starting, "active", False) else config_for_block(*args, **kwargs)
-
-    SessionState.__init__, BlocksConfig.config_for_block = new_session, staticmethod(block_config)
-    SessionState.kolors_patched = True
-
-
 def limit_queue_per_visitor(app: gr.Blocks, quotas: Quotas) -> None:
-    """Refuse a job when its owner (page session or MCP caller) or client address already has its quota waiting
-    or running in gradio's queue."""
-    queue, quota = app._queue, QueueQuota(quotas)
-    push = queue.push
+    """Refuse a job when its owner (a page session, or an MCP call's own caller) or client address already has
+    its quota waiting or running in gradio's queue."""
+    quota = QueueQuota(quotas)
 
-    def jobs() -> list[tuple[str, str]]:
-        events = [event for event_queue in list(queue.event_queue_per_concurrency_id.values())
-                  for event in list(event_queue.queue)]
-        events += [event for batch in list(getattr(queue, "active_jobs", []) or []) if batch for event in batch]
-        return [_owner(event.session_hash, event.request, quotas) for event in events]
+    def refusal(jobs, session_hash: str, request) -> str | None:
+        waiting = [_owner(session, job_request, quotas) for session, job_request in jobs]
+        return quota.refusal(waiting, *_owner(session_hash, request, quotas))
 
-    async def limited_push(body, request, username):
-        refusal = quota.refusal(jobs(), *_owner(body.session_hash, request, quotas))
-        if refusal:
-            return False, refusal, "queue_full"
-        return await push(body, request, username)
-
-    queue.push = limited_push
+    gradio_patches.screen_queue_joins(app, refusal)
 
 
 def _owner(session: str, request, quotas: Quotas) -> tuple[str, str]:
@@ -82,6 +46,16 @@ def _owner(session: str, request, quotas: Quotas) -> tuple[str, str]:
     if owner is not None:
         return owner.key, owner.address
     return f"session:{session}", client_address(scope, quotas.trust_forwarded)
+
+
+def check_libraries() -> None:
+    """Refuse to start when a patched library lacks a name its patches touch; warn loudly outside the tested range."""
+    try:
+        warnings = library_patches.require_supported()
+    except UnsupportedLibrary as error:
+        raise SystemExit(str(error)) from None
+    for text in warnings:
+        log.warning("\n%s\nUNTESTED LIBRARY VERSION: %s\n%s", "!" * 100, text, "!" * 100)
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -95,12 +69,12 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
-    """The app, queued so that nothing skips the queue, and its context; not launched."""
+    """The app (library patches applied), queued so that nothing skips the queue, and its context; not launched."""
     manager = manager or PipelineManager(settings)
     app_holder: list[gr.Blocks] = []
     # One engine for every entrance; its queue bound counts the jobs waiting in gradio's queue too.
     engine = Engine(manager, LocalExecutor(manager), engine_limits(settings),
-                    waiting_elsewhere=lambda: len(app_holder[0]._queue) if app_holder else 0)
+                    waiting_elsewhere=lambda: gradio_patches.queue_length(app_holder[0]) if app_holder else 0)
     ctx = AppContext(settings, manager, engine=engine)
     app = create_app(ctx)
     app_holder.append(app)
@@ -112,9 +86,9 @@ def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[g
 def launch(settings: Settings, manager: PipelineManager | None = None, **overrides) -> tuple[gr.Blocks, AppContext]:
     """Start serving; with `prevent_thread_lock=True` in overrides it returns at once (tests, benches)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_libraries()
     app, ctx = build(settings, manager)
     quotas = resolve(settings)
-    keep_no_input_values()
     if on_zero_gpu():
         # ZeroGPU moves weights to the GPU lazily, but only those loaded in this process before serving.
         ctx.manager.load()

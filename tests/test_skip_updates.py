@@ -5,11 +5,12 @@ import asyncio
 import gradio as gr
 import pytest
 
-from kolors_app.ui import controls  # noqa: F401  (installs pass_skips_through)
+from kolors_app.patches import gradio as gradio_patches
 
 
 @pytest.fixture(scope="module")
 def blocks():
+    gradio_patches.apply()
     with gr.Blocks() as demo:
         text = gr.Textbox()
         data = gr.JSON()

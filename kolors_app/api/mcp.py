@@ -7,9 +7,9 @@ import contextlib
 import json
 from pathlib import Path
 
-import anyio
 import gradio as gr
 
+from kolors_app.patches.gradio import answer_mcp_outputs_with, cancel_dropped_mcp_calls, name_mcp_callers
 from kolors_app.serving.http_guard import client_address
 from kolors_app.serving.owners import MCP_OWNER_HEADER, sign_mcp_caller
 
@@ -30,9 +30,9 @@ def is_gallery(value) -> bool:
         isinstance(item, dict) and "image" in item for item in value)
 
 
-def content_of(server, data, root_url: str, fallback) -> list:
+def content_of(types, data, root_url: str, fallback) -> list:
     """Gallery items -> image content (the PNG file as it is, parameters included) and their URL; dicts -> JSON."""
-    types, content = server.types, []
+    content = []
     for output in flatten_outputs(data):
         if is_gallery(output):
             for item in output:
@@ -53,59 +53,19 @@ def content_of(server, data, root_url: str, fallback) -> list:
 
 def mcp_lifespan(app: gr.Blocks, trust_forwarded: bool = False):
     """A FastAPI lifespan that fits gradio's MCP server to this app once it exists (it is built at launch):
-    galleries as image content, each call owned by its own caller, and a cancelled call's job stopped."""
+    galleries as image content, each call owned by its own caller, and a dropped call's job stopped."""
+
+    def caller_header(request) -> tuple[str, str]:
+        scope = getattr(request, "scope", None) or {}
+        session = request.headers.get("mcp-session-id") or request.query_params.get("session_id") or ""
+        return MCP_OWNER_HEADER, sign_mcp_caller(session, client_address(scope, trust_forwarded))
 
     @contextlib.asynccontextmanager
     async def lifespan(_fastapi_app):
-        server = getattr(app, "mcp_server_obj", None)
-        if server is not None:
-            # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
-            original = server.postprocess_output_data
-            server.postprocess_output_data = lambda data, root_url: content_of(server, data, root_url, original)
-            own_callers(server, trust_forwarded)
-            stop_cancelled_calls(server)
+        # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
+        answer_mcp_outputs_with(app, content_of)
+        name_mcp_callers(app, caller_header)
+        cancel_dropped_mcp_calls(app)
         yield
 
     return lifespan
-
-
-def own_callers(server, trust_forwarded: bool) -> None:
-    """Each call names its MCP caller in a signed header: gradio's one internal client would otherwise make every
-    MCP caller one queue session from one address (a second client got "queue full")."""
-    prepare = server._prepare_tool_call_args
-
-    def prepare_with_owner(name, arguments):
-        endpoint, args, headers, block_fn = prepare(name, arguments)
-        context = server.mcp_server.request_context.request
-        scope = getattr(context, "scope", None) or {}
-        session = context.headers.get("mcp-session-id") or context.query_params.get("session_id") or ""
-        headers[MCP_OWNER_HEADER] = sign_mcp_caller(session, client_address(scope, trust_forwarded))
-        return endpoint, args, headers, block_fn
-
-    server._prepare_tool_call_args = prepare_with_owner
-
-
-def stop_cancelled_calls(server) -> None:
-    """A call its client cancels (or drops) cancels gradio's internal job, which stops the engine's job."""
-    with_progress = server._execute_tool_with_progress
-
-    async def cancel(job) -> None:
-        if not job.done():
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(job.cancel)
-
-    async def progressing(job, token):
-        try:
-            return await with_progress(job, token)
-        except BaseException:
-            await cancel(job)
-            raise
-
-    async def quiet(job):
-        try:
-            return [await anyio.to_thread.run_sync(job.result, abandon_on_cancel=True)]
-        except BaseException:
-            await cancel(job)
-            raise
-
-    server._execute_tool_with_progress, server._execute_tool_without_progress = progressing, quiet

@@ -26,6 +26,7 @@ from kolors_app.models.memory import Features, run_with_step_down
 from kolors_app.models.pipelines import PipelineKey, PipelineManager
 from kolors_app.media.previews import latents_to_preview
 from kolors_app.core.schedulers import build_scheduler
+from kolors_app.patches.diffusers import pooled_embeds_forwarded
 
 ProgressCallback = Callable[[int, int], None]
 PreviewCallback = Callable[[int, Image.Image], None]
@@ -163,22 +164,6 @@ def conditioning(caches: EmbeddingCaches, pipe, request: GenerationRequest, text
     if request.reference is not None:
         arguments.update(caches.ip_adapter_arguments(pipe, request.reference.image, request.guidance_scale))
     return arguments
-
-
-@contextlib.contextmanager
-def pooled_embeds_forwarded(pipe, arguments: dict):
-    """Make KolorsImg2ImgPipeline use the pooled embeddings it is given (diffusers 0.42 drops them, #13612)."""
-    if type(pipe).__name__ != "KolorsImg2ImgPipeline":
-        yield
-        return
-    pooled = {name: arguments[name] for name in ("pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-              if name in arguments}
-    # An instance attribute shadows the method for this one call; the run lock keeps calls apart.
-    pipe.encode_prompt = functools.partial(type(pipe).encode_prompt, pipe, **pooled)
-    try:
-        yield
-    finally:
-        del pipe.encode_prompt
 
 
 def _preview_due(control: RunControl, step: int, last: list[float]) -> bool:

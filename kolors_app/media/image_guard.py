@@ -11,7 +11,7 @@ import io
 import struct
 from dataclasses import dataclass
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from kolors_app.core.config import Limits
 from kolors_app.core.params import ValidationError
@@ -27,9 +27,6 @@ SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005, 0x014A)  # Exif, GPS, Interoperability, 
 MAX_IFDS = 64
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RAW_EXIF_PROFILE = "Raw profile type exif"
-# Compressed PNG text expands up to 1 MB a chunk; Pillow's default total (64 MB) is far more than
-# parameters ever need.
-PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, 8 * 1024 * 1024)
 
 
 @dataclass
@@ -166,7 +163,8 @@ def _inspect_png(data: bytes, limits: Limits, field: str) -> Structure:
         elif kind == b"IEND":
             break
         position += 12 + length
-    # Compressed text can expand a thousandfold; Pillow caps each chunk at 1 MB, this caps the sum sent.
+    # Compressed text can expand a thousandfold; Pillow caps each chunk at 1 MB and the decoded sum
+    # (kolors_app/patches/pillow.py), this caps the sum sent.
     _check_metadata("compressed text", text_bytes, limits, field)
     return Structure("png", exif)
 

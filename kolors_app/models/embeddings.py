@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from kolors_app.patches.accelerate import offload_device
+from kolors_app.patches.diffusers import execution_device
+
 # KolorsPipeline.__call__ always encodes prompts padded to this length (it passes no other).
 MAX_SEQUENCE_LENGTH = 256
 DISK_MAX_FILES = 4000
@@ -137,12 +140,12 @@ class DiskStore:
 
 def compute_device(pipe, module) -> torch.device:
     """Where a module computes: the offload device when hooks move it, else where its weights are."""
-    hook = getattr(module, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:  # model offload
-        return torch.device(hook.execution_device)
+    offloaded_to = offload_device(module)
+    if offloaded_to is not None:  # model offload
+        return torch.device(offloaded_to)
     device = next(module.parameters()).device
     # Sequential offload leaves the weights on "meta"; asking the pipeline is slower, so only then.
-    return pipe._execution_device if device.type == "meta" else device
+    return execution_device(pipe) if device.type == "meta" else device
 
 
 def text_encoder_identity(pipe) -> str:
@@ -153,7 +156,7 @@ def text_encoder_identity(pipe) -> str:
     architecture = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
     weights = next(encoder.parameters()).dtype
     # Text-encoder LoRAs in use change the embeddings too (set by kolors_app/creative/lora.py).
-    return json.dumps([config._name_or_path, architecture, str(weights), str(encoder.dtype), str(quantization),
+    return json.dumps([config.name_or_path, architecture, str(weights), str(encoder.dtype), str(quantization),
                        compute_device(pipe, encoder).type, getattr(encoder, "kolors_lora_identity", "")])
 
 
@@ -220,7 +223,7 @@ class EmbeddingCaches:
         encoder = pipe.image_encoder
         projection = type(pipe.unet.encoder_hid_proj.image_projection_layers[0]).__name__
         device = compute_device(pipe, encoder)
-        key = (image_identity(image), encoder.config._name_or_path, str(encoder.dtype), projection, device.type)
+        key = (image_identity(image), encoder.config.name_or_path, str(encoder.dtype), projection, device.type)
         embeds = self.images.get(key)
         if embeds is None:
             with torch.no_grad():

@@ -15,6 +15,8 @@ from packaging.version import Version
 from kolors_app.hub import downloads
 from kolors_app.models import memory
 from kolors_app.core.config import Settings
+from kolors_app.patches import startup as library_patches
+from kolors_app.patches.versions import TESTED, missing_message, missing_names, range_warning
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "gradio", "spaces",
             "sentencepiece", "bitsandbytes")
@@ -81,6 +83,25 @@ def check_versions(report: Report) -> None:
             report.block(f"transformers {transformers} breaks this ChatGLM tokenizer (_pad() got an unexpected "
                          f"keyword argument 'padding_side'): upgrade diffusers to >= {MIN_DIFFUSERS} or install "
                          f"transformers<{TOKENIZER_BREAKING_TRANSFORMERS}")
+
+
+def check_patches(report: Report) -> None:
+    """Every name the library patches touch is there (else the app refuses to start); versions outside the tested
+    ranges are warned about."""
+    report.section("Library patches")
+    for library in library_patches.LIBRARIES:
+        name, touched = library.DISTRIBUTION, library.TOUCHED
+        missing = missing_names(touched)
+        if missing:
+            report.block(missing_message(name, missing))
+            continue
+        warning = range_warning(name)
+        if warning:
+            report.warn(warning)
+        else:
+            count = sum(len(names) for names in touched.values())
+            report.line(f"ok: {name} {installed_version(name)} (tested {TESTED[name]}): {count} name"
+                        f"{'s' if count != 1 else ''} touched by its patches, all present")
 
 
 def tokenizer_accepts_padding_side() -> bool:
@@ -189,6 +210,7 @@ def run_check(settings: Settings, out: TextIO = sys.stdout) -> int:
     report = Report(out)
     print("Kolors Studio check", file=out)
     check_versions(report)
+    check_patches(report)
     device = check_device(report, settings)
     check_plan(report, settings, device)
     check_weights(report, settings)

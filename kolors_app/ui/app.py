@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from kolors_app.media.images import resolve_allowed_path, size_for
+from kolors_app.patches import startup as library_patches
 from kolors_app.metadata.parameters import clean_parameters
 from kolors_app.core.params import ValidationError, images_needed
 from kolors_app.core.schedulers import SCHEDULER_NAMES
@@ -233,6 +234,8 @@ def default_values(tab: GenerationTab) -> dict:
 
 def create_app(ctx: AppContext) -> gr.Blocks:
     """Build the whole UI around the given core objects; nothing is loaded or launched here."""
+    # Idempotent; here so that an app built without launch() (tests, benches) behaves as the served one.
+    library_patches.apply()
     with gr.Blocks(title="Kolors Studio", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(f"## {i18n('title')}")
         status = gr.Markdown(status_line(ctx), elem_id="status-bar")

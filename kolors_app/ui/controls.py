@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, fields
 
@@ -72,66 +71,7 @@ REQUEST_FIELDS = ["prompt", "negative_prompt", "width", "height", "num_inference
                   "scheduler", "seed", "num_images"]
 
 
-def build_gallery_schema_once() -> None:
-    """Make gr.Gallery build its API schema once per process instead of once per update.
-
-    A streaming event builds each output component anew for every gr.skip() it yields, and building the
-    Gallery's pydantic schema (the same for every Gallery) was 14 of the 15 ms of a progress update
-    (bench/api.py). A subclass would do it too, but gradio writes a .pyi file beside any module that
-    defines a component class.
-    """
-    build = gr.Gallery.api_info
-    if getattr(build, "built_once", False):
-        return
-    schema: dict = {}
-
-    def api_info(self) -> dict:
-        if not schema:
-            schema.update(build(self))
-        return dict(schema)
-
-    api_info.built_once = True
-    gr.Gallery.api_info = api_info
-
-
-def pass_skips_through() -> None:
-    """Let gradio pass a gr.skip() on to the page without building that output component anew.
-
-    For every gr.skip() an event returns, gradio 6.31 constructs the output component again and recomputes its
-    config (inspect.signature, a random id, ...): two thirds of the cost of the page's progress updates
-    (bench/README.md). A skip changes nothing, so the other outputs are postprocessed alone and the skips are
-    answered as gradio answers them.
-    """
-    postprocess = gr.Blocks.postprocess_data
-    if getattr(postprocess, "passes_skips", False):
-        return
-
-    async def postprocess_data(self, block_fn, predictions, state):
-        outputs = list(block_fn.outputs)
-        if block_fn.batch or not isinstance(predictions, (list, tuple)) or len(outputs) < 2 \
-                or len(predictions) != len(outputs):  # gradio itself answers a wrong count
-            return await postprocess(self, block_fn, predictions, state)
-        kept = [index for index, (value, block) in enumerate(zip(predictions, outputs))
-                if block.stateful or value != SKIP]
-        if len(kept) == len(outputs):
-            return await postprocess(self, block_fn, predictions, state)
-        answer = [dict(SKIP) for _ in outputs]
-        if kept:
-            narrowed = copy.copy(block_fn)
-            narrowed.outputs = [outputs[index] for index in kept]
-            values = [predictions[index] for index in kept]
-            done = await postprocess(self, narrowed, values if len(kept) > 1 else values[0], state)
-            for index, value in zip(kept, done):
-                answer[index] = value
-        return answer
-
-    postprocess_data.passes_skips, postprocess_data.__wrapped__ = True, postprocess
-    gr.Blocks.postprocess_data = postprocess_data
-
-
 SKIP = gr.skip()
-build_gallery_schema_once()
-pass_skips_through()
 
 
 def aspect_for(width: int, height: int) -> str:
