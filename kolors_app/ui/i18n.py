@@ -223,6 +223,9 @@ MESSAGES = {
         "control_map_used": "The map is now the unit's image, with “make the map” off.",
     },
     "zh": {
+        "refused_over_budget": "{field}：此任务的计算量超过本服务器的上限（最多 {max:,.0f} 百万像素·步：尺寸 × 张数 × 步数，"
+                               "含高清修复与 X/Y/Z 单元）。请降低尺寸、张数、步数或单元数。",
+        "refused_over_output_cap": "{field}：此任务生成的图像超过本服务器的上限（最多 {max:,.0f} 百万像素）。请减少或缩小图像。",
         "title_invalid_input": "输入无效",
         "title_invalid_parameters": "参数无效",
         "title_nothing_selected": "未选择",
@@ -291,6 +294,15 @@ def language(request: gr.Request | None) -> str:
     accept = str(headers.get("accept-language", "") or "")
     first = accept.split(",", 1)[0].strip().lower()
     return "zh" if first.startswith("zh") else "en"
+
+
+def refusal_text(request_or_lang, error) -> str:
+    """A refused value (a ValidationError: field, code, allowed) in the visitor's language; English as raised."""
+    lang = request_or_lang if isinstance(request_or_lang, str) else language(request_or_lang)
+    key = f"refused_{getattr(error, 'code', '')}"
+    if key in MESSAGES[lang] and isinstance(getattr(error, "allowed", None), dict):
+        return MESSAGES[lang][key].format(field=error.field, **error.allowed)
+    return str(error)
 
 
 def tr(request_or_lang, key: str, **values) -> str:

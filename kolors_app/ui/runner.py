@@ -32,7 +32,7 @@ from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_s
 from kolors_app.serving.http_guard import client_address
 from kolors_app.serving.owners import mcp_owner
 from kolors_app.serving.quotas import engine_limits, resolve
-from kolors_app.ui.i18n import tr
+from kolors_app.ui.i18n import refusal_text, tr
 
 # The creative accordion's values of the event being handled (styles, hires fix): ui/creative.py sets it around
 # a tab's handler, so that the tabs' own request building stays as it is.
@@ -106,7 +106,7 @@ def submit(ctx: AppContext, job: Job, http: gr.Request | None, follow: bool = Tr
     try:
         return ctx.engine.submit(job, follow)
     except ValidationError as error:
-        raise gr.Error(as_text(str(error)), title=tr(http, "title_invalid_input")) from None
+        raise gr.Error(as_text(refusal_text(http, error)), title=tr(http, "title_invalid_input")) from None
     except QueueFull as error:
         raise gr.Error(as_text(str(error)), title=tr(http, "title_error")) from None
 
