@@ -95,7 +95,7 @@ def bare_call(folder: Path, size: int):
     import torch
     from diffusers import KolorsPipeline
 
-    from kolors_app.testing.tiny import KOLORS_REPO
+    from kolors_app.testing.tiny_presets import KOLORS_REPO
 
     pipe = KolorsPipeline.from_pretrained(str(folder / KOLORS_REPO))
     pipe.set_progress_bar_config(disable=True)
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/testing/tiny.py); the tests' tiny one's "
+    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/testing/tiny_presets.py); the tests' tiny one's "
                                                         "U-Net is about 75-80%% of a run, unet-heavy's more but slow")
     parser.add_argument("--skip-png", action="store_true", help="only the request rounds")
     parser.add_argument("--json", type=Path, default=RESULTS / "api.json")

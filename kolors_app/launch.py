@@ -11,9 +11,11 @@ from gradio.state_holder import SessionState
 from starlette.middleware import Middleware
 
 from kolors_app.core.config import Settings
+from kolors_app.hub.sources import TINY_MODEL
 from kolors_app.serving.http_guard import Gatekeeper, client_address
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.serving.quotas import QueueQuota, Quotas, resolve
+from kolors_app.testing.tiny import tiny_sources
 from kolors_app.ui.app import CSS, HEAD, create_app
 from kolors_app.ui.i18n import i18n
 from kolors_app.api.mcp import mcp_lifespan
@@ -87,7 +89,8 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
     """The app, queued so that nothing skips the queue, and its context; not launched."""
-    ctx = AppContext(settings, manager or PipelineManager(settings))
+    sources = tiny_sources() if settings.model == TINY_MODEL and manager is None else None
+    ctx = AppContext(settings, manager or PipelineManager(settings, sources=sources))
     app = create_app(ctx)
     app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
     limit_queue_per_visitor(app, resolve(settings))

@@ -64,7 +64,7 @@ def init_image():
 @pytest.fixture(scope="session")
 def manager(settings):
     """One loaded pipeline manager shared by the session (loading is the slow part)."""
-    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.models.pipeline_manager import PipelineManager
 
     manager = PipelineManager(settings)
     manager.load()

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from kolors_app.engine.generation import generate
 from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError
-from kolors_app.models.pipelines import PipelineKey
+from kolors_app.models.pipeline_manager import PipelineKey
 from kolors_app.control.preprocessors import canny_map
 
 REPO = "Kwai-Kolors/Kolors-diffusers"

@@ -9,8 +9,8 @@ import pytest
 
 from kolors_app.hub import downloads
 from kolors_app.hub.downloads import ModelUnavailable, select_files
-from kolors_app.models.pipelines import PipelineManager
-from kolors_app.testing.tiny import KOLORS_REPO
+from kolors_app.models.pipeline_manager import PipelineManager
+from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 REPO, IP_REPO = "Kwai-Kolors/Kolors-diffusers", "Kwai-Kolors/Kolors-IP-Adapter-Plus"
 HUB_LISTING = [

@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from kolors_app.creative import lora
 from kolors_app.testing import tiny_creative
 from kolors_app.models.embeddings import EmbeddingCaches
-from kolors_app.testing.tiny import KOLORS_REPO, _install_repo
+from kolors_app.testing.hub_cache import install_repo
+from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 STEPS = dict(num_inference_steps=2, width=256, height=256, output_type="np")
 
@@ -176,7 +177,7 @@ def test_dreambooth_peft_text_encoder_adapter_equals_transformers_load_adapter(t
 
 
 def test_hub_repo_id_loads_from_the_cache(tiny_dir, lora_dir, hf_cache, base_pixels):
-    _install_repo(hf_cache, "someone/tiny-kolors-lora", lora_dir / "tiny-style", ["main"])
+    install_repo(hf_cache, "someone/tiny-kolors-lora", lora_dir / "tiny-style", ["main"])
     pipe = fresh_pipe(tiny_dir)
     lora.LoraSwitcher(lora.LoraLibrary(lora_dir)).apply(pipe, [lora.LoraChoice("someone/tiny-kolors-lora", 1.0)])
     assert not np.array_equal(run(pipe), base_pixels)

@@ -29,7 +29,7 @@ from kolors_app.models.memory import OutOfGPUMemory
 from kolors_app.serving.quotas import check_work, resolve
 from kolors_app.core.params import GenerationResult, GenerationRequest, ValidationError, validate
 from kolors_app.media import png_encoder
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_served_png
 from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
 from kolors_app.ui.i18n import tr
