@@ -192,7 +192,7 @@ def built(settings, manager, upload_dir):
 @pytest.fixture(scope="module")
 def t2i_run(built):
     """One text-to-image run of two images through the tab's own handler: (outputs, progress)."""
-    from ui_handlers import SMALL, FakeProgress, handler
+    from ui_handlers import SMALL, FakeProgress
 
     app, ctx = built
     ctx.update_seconds = ctx.preview_seconds = 0  # progress and a preview at every step, for the tests to count

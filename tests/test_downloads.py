@@ -69,7 +69,8 @@ def test_offline_without_the_weights_is_one_actionable_message(empty_cache):
         downloads.fetch(REPO)
     text = str(error.value)
     for part in (REPO, "is not in the Hugging Face cache", str(empty_cache), "offline mode is on (HF_HUB_OFFLINE=1)",
-                 "about 17.9 GB", "GB free", f'hf download {REPO} --include "*.json" "*.txt" "*.model" "*fp16*" --local-dir DIR',
+                 "about 17.9 GB", "GB free",
+                 f'hf download {REPO} --include "*.json" "*.txt" "*.model" "*fp16*" --local-dir DIR',
                  "--model DIR", "--model tiny"):
         assert part in text
 

@@ -116,8 +116,11 @@ def test_pixels_equal_bare_diffusers_text_and_image_to_image(tiny_dir, lora_dir,
     assert np.array_equal(mine, run(bare))
     image = dict(image=init_image, strength=0.6, num_inference_steps=4)
     kwargs = {**STEPS, **image}
-    i2i = lambda p: KolorsImg2ImgPipeline.from_pipe(p)(prompt="a fox", generator=torch.Generator().manual_seed(5),
-                                                       **kwargs).images
+
+    def i2i(pipe):
+        return KolorsImg2ImgPipeline.from_pipe(pipe)(prompt="a fox", generator=torch.Generator().manual_seed(5),
+                                                     **kwargs).images
+
     assert np.array_equal(i2i(ours), i2i(bare))
 
 
@@ -169,8 +172,10 @@ def test_dreambooth_peft_text_encoder_adapter_equals_transformers_load_adapter(t
     bare = fresh_pipe(tiny_dir)
     bare.load_lora_weights(lora_dir / "tiny-dreambooth", adapter_name="d")
     adapter = lora_dir / "tiny-dreambooth" / "text_encoder"
-    state = {k.removeprefix("base_model.model."): v for k, v in load_file(adapter / "adapter_model.safetensors").items()}
-    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=tiny_creative.RANK, target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    state = {k.removeprefix("base_model.model."): v for k, v in saved.items()}
+    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=tiny_creative.RANK,
+                        target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
     bare.text_encoder.load_adapter(adapter_name="d", adapter_state_dict=state, peft_config=config)
     bare.set_adapters(["d"], [0.6])
     assert np.array_equal(run(ours), run(bare))

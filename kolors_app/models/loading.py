@@ -20,7 +20,7 @@ def has_fp16_variant(source: str) -> bool:
 
 
 def cpu_text_encoder_dtype(plan: Plan) -> torch.dtype:
-    """float32 for a text encoder on the CPU (fp16 matmuls are slow there), bfloat16 when RAM is short (25 vs 12.5 GB)."""
+    """float32 for a text encoder on the CPU (fp16 matmuls are slow there), bfloat16 if RAM is short (25 vs 12.5 GB)."""
     if plan.device == "cpu":
         return plan.dtype
     import psutil

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from kolors_app.hub.sources import WeightSources
 from kolors_app.testing.hub_cache import install_repo
-from kolors_app.testing.tiny_presets import (ADDON_REPOS, CORPUS_PATH, IP_ADAPTER_REPO, IP_ADAPTER_REVISION, KOLORS_REPO,
-                                             preset_of, unet_config)
+from kolors_app.testing.tiny_presets import (ADDON_REPOS, CORPUS_PATH, IP_ADAPTER_REPO, IP_ADAPTER_REVISION,
+                                             KOLORS_REPO, preset_of, unet_config)
 
 # The builders' code decides the bytes of a build.
 BUILDERS = ("tiny_presets.py", "tiny_kolors.py", "tiny_ip_adapter.py", "tiny_addons.py")

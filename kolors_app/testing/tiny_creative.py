@@ -43,7 +43,7 @@ def build_diffusers_lora(pipe, path, text_encoder: bool = False, seed: int = SEE
 
 
 def build_peft_text_encoder_adapter(pipe, path, seed: int = SEED + 12) -> Path:
-    """A PEFT adapter folder for ChatGLM (adapter_config.json + adapter_model.safetensors), as Kolors' DreamBooth writes."""
+    """A PEFT adapter folder for ChatGLM (adapter_config.json, adapter_model.safetensors), as Kolors' DreamBooth has."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     layers = _lora_layers(pipe.text_encoder, TEXT_ENCODER_TARGETS, seed)

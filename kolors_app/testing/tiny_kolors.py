@@ -11,7 +11,8 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, KolorsPipeline, UNe
 from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel, RMSNorm
 from diffusers.pipelines.kolors.tokenizer import ChatGLMTokenizer
 
-from kolors_app.testing.tiny_presets import CORPUS_PATH, SCHEDULER_CONFIG, SEED, TOKENIZER_CONFIG, preset_of, seeded, unet_config
+from kolors_app.testing.tiny_presets import (CORPUS_PATH, SCHEDULER_CONFIG, SEED, TOKENIZER_CONFIG, preset_of, seeded,
+                                             unet_config)
 
 def _write_tokenizer(path: Path, vocab_size: int) -> ChatGLMTokenizer:
     """Train a sentencepiece model on the bundled corpus and write the ChatGLM tokenizer folder."""
