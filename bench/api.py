@@ -95,7 +95,7 @@ def bare_call(folder: Path, size: int):
     import torch
     from diffusers import KolorsPipeline
 
-    from kolors_app.testing.tiny import KOLORS_REPO
+    from kolors_app.testing.tiny_presets import KOLORS_REPO
 
     pipe = KolorsPipeline.from_pretrained(str(folder / KOLORS_REPO))
     pipe.set_progress_bar_config(disable=True)
@@ -359,7 +359,7 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
         started = time.perf_counter()
         now_outputs(data)
         seconds.append(time.perf_counter() - started)
-    rows.append({"path": "now: the outputs copy (atomic, fsync), on the background thread", 
+    rows.append({"path": "now: the outputs copy (atomic, fsync), on the background thread",
                  "ms": round(statistics.median(seconds) * 1e3, 1)})
     return rows
 
@@ -413,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--pairs", type=int, default=5, help="rounds per size")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/testing/tiny.py); the tests' tiny one's "
-                                                        "U-Net is about 75-80%% of a run, unet-heavy's more but slow")
+    parser.add_argument("--model", default="tiny", help="tiny model size (kolors_app/testing/tiny_presets.py); the "
+                                                        "tests' tiny one's U-Net is about 75-80%% of a run, "
+                                                        "unet-heavy's more but slow")
     parser.add_argument("--skip-png", action="store_true", help="only the request rounds")
     parser.add_argument("--json", type=Path, default=RESULTS / "api.json")
     args = parser.parse_args(argv)

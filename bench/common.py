@@ -30,7 +30,8 @@ def set_threads(count: int) -> None:
 def tiny_settings(size: str, **changes):
     """Settings for a tiny model of this size (built offline on first use), on the CPU."""
     from kolors_app.core.config import Settings
-    from kolors_app.testing.tiny import IP_ADAPTER_REPO, KOLORS_REPO, tiny_model_dir
+    from kolors_app.testing.tiny import tiny_model_dir
+    from kolors_app.testing.tiny_presets import IP_ADAPTER_REPO, KOLORS_REPO
 
     folder = tiny_model_dir(size)
     values = dict(model=str(folder / KOLORS_REPO), ip_adapter=str(folder / IP_ADAPTER_REPO), device="cpu",

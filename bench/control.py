@@ -10,7 +10,6 @@ way memory.learn_sizes records them once a model is loaded.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 

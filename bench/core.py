@@ -15,7 +15,7 @@ from kolors_app.core.config import Settings
 from kolors_app.models.embeddings import caches_for
 from kolors_app.engine.generation import generate
 from kolors_app.core.params import GenerationRequest, Reference
-from kolors_app.models.pipelines import PipelineKey, PipelineManager
+from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 from kolors_app.core.schedulers import build_scheduler
 
 from .common import ForwardCounter, Row, medians, paired_ratio, quiet, row, timed, tiny_settings

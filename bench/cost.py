@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from kolors_app.engine.executors import LocalExecutor
     from kolors_app.engine.generation import run_validated
     from kolors_app.engine.jobs import GENERATE, LOCAL_OWNER, PLOT, PYTHON, Job, PlotSpec
-    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.models.pipeline_manager import PipelineManager
     from kolors_app.serving.quotas import engine_limits
 
     settings = tiny_settings(args.size)

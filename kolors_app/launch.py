@@ -9,12 +9,14 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from kolors_app.core.config import Settings
+from kolors_app.hub.sources import TINY_MODEL
 from kolors_app.serving.http_guard import Gatekeeper, client_address
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.engine.engine import Engine
 from kolors_app.engine.executors import LocalExecutor
 from kolors_app.serving.owners import mcp_owner
 from kolors_app.serving.quotas import QueueQuota, Quotas, engine_limits, resolve
+from kolors_app.testing.tiny import tiny_sources
 from kolors_app.ui.app import CSS, HEAD, create_app
 from kolors_app.ui.i18n import i18n
 from kolors_app.api.mcp import mcp_lifespan
@@ -70,7 +72,8 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
     """The app (library patches applied), queued so that nothing skips the queue, and its context; not launched."""
-    manager = manager or PipelineManager(settings)
+    sources = tiny_sources() if settings.model == TINY_MODEL and manager is None else None
+    manager = manager or PipelineManager(settings, sources=sources)
     app_holder: list[gr.Blocks] = []
     # One engine for every entrance; its queue bound counts the jobs waiting in gradio's queue too.
     engine = Engine(manager, LocalExecutor(manager), engine_limits(settings),

@@ -64,7 +64,7 @@ def init_image():
 @pytest.fixture(scope="session")
 def manager(settings):
     """One loaded pipeline manager shared by the session (loading is the slow part)."""
-    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.models.pipeline_manager import PipelineManager
 
     manager = PipelineManager(settings)
     manager.load()
@@ -192,7 +192,7 @@ def built(settings, manager, upload_dir):
 @pytest.fixture(scope="module")
 def t2i_run(built):
     """One text-to-image run of two images through the tab's own handler: (outputs, progress)."""
-    from ui_handlers import SMALL, FakeProgress, handler
+    from ui_handlers import SMALL, FakeProgress
 
     app, ctx = built
     ctx.update_seconds = ctx.preview_seconds = 0  # progress and a preview at every step, for the tests to count

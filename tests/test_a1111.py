@@ -26,7 +26,7 @@ def a1111(settings, tmp_path_factory):
     Its own pipeline manager: the LoRAs it switches never touch the session's shared pipeline.
     """
     from kolors_app.testing import tiny_creative
-    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.models.pipeline_manager import PipelineManager
     from kolors_app.launch import launch
 
     folder = tmp_path_factory.mktemp("a1111")

@@ -14,8 +14,7 @@ from bench.common import ForwardCounter
 from kolors_app.models.embeddings import EmbeddingCaches, LRUCache, caches_for
 from kolors_app.engine.generation import generate
 from kolors_app.core.params import GenerationRequest, InitImage, Reference
-from kolors_app.models.pipelines import PipelineKey
-from kolors_app.models.pipelines import PipelineKey, PipelineManager
+from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)

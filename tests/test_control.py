@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from kolors_app.engine.generation import generate
 from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError
-from kolors_app.models.pipelines import PipelineKey
+from kolors_app.models.pipeline_manager import PipelineKey
 from kolors_app.control.preprocessors import canny_map
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
@@ -52,7 +52,7 @@ def reference_parts(hf_cache):
 
 
 def projected(controlnet):
-    """Apply a plain ControlNetModel's encoder_hid_proj to the text embeddings with a hook, as Kolors' ControlNet does."""
+    """Apply a plain ControlNetModel's encoder_hid_proj to the text embeddings with a hook, like Kolors' ControlNet."""
     def project(module, args, kwargs):
         kwargs["encoder_hidden_states"] = module.encoder_hid_proj(kwargs["encoder_hidden_states"])
         return args, kwargs
@@ -81,8 +81,8 @@ def test_controlnet_matches_a_reference_from_diffusers_classes(manager, referenc
 
 def test_scale_zero_equals_no_unit_and_each_unit_changes_the_image(manager, picture, init_image):
     plain = generate(manager, GenerationRequest(prompt="a cat", seed=5, **SMALL)).images[0].image
-    zero = generate(manager, GenerationRequest(prompt="a cat", seed=5, controls=[ControlUnit("canny", picture, scale=0)],
-                                               **SMALL)).images[0].image
+    off = GenerationRequest(prompt="a cat", seed=5, controls=[ControlUnit("canny", picture, scale=0)], **SMALL)
+    zero = generate(manager, off).images[0].image
     assert np.array_equal(pixels(plain), pixels(zero))
     outputs = {}
     for kind in ("canny", "depth", "pose"):
@@ -103,7 +103,8 @@ def test_scale_zero_equals_no_unit_and_each_unit_changes_the_image(manager, pict
 
 
 def test_an_already_made_map_is_used_as_it_is(manager, picture):
-    made = generate(manager, GenerationRequest(prompt="a cat", seed=5, controls=[ControlUnit("canny", picture)], **SMALL))
+    request = GenerationRequest(prompt="a cat", seed=5, controls=[ControlUnit("canny", picture)], **SMALL)
+    made = generate(manager, request)
     again = generate(manager, GenerationRequest(prompt="a cat", seed=5, controls=[
         ControlUnit("canny", made.control_maps[0], preprocess=False)], **SMALL))
     assert np.array_equal(pixels(made.images[0].image), pixels(again.images[0].image))

@@ -13,7 +13,7 @@ from kolors_app.testing import tiny_creative
 from kolors_app.engine.generation import generate
 from kolors_app.metadata.parameters import png_bytes, read_image_parameters
 from kolors_app.core.params import GenerationRequest, InitImage, ValidationError, request_from_dict
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 from test_hires import needs_spandrel
 
 REPO = "Kwai-Kolors/Kolors-diffusers"

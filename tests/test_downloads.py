@@ -9,8 +9,8 @@ import pytest
 
 from kolors_app.hub import downloads
 from kolors_app.hub.downloads import ModelUnavailable, select_files
-from kolors_app.models.pipelines import PipelineManager
-from kolors_app.testing.tiny import KOLORS_REPO
+from kolors_app.models.pipeline_manager import PipelineManager
+from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 REPO, IP_REPO = "Kwai-Kolors/Kolors-diffusers", "Kwai-Kolors/Kolors-IP-Adapter-Plus"
 HUB_LISTING = [
@@ -69,7 +69,8 @@ def test_offline_without_the_weights_is_one_actionable_message(empty_cache):
         downloads.fetch(REPO)
     text = str(error.value)
     for part in (REPO, "is not in the Hugging Face cache", str(empty_cache), "offline mode is on (HF_HUB_OFFLINE=1)",
-                 "about 17.9 GB", "GB free", f'hf download {REPO} --include "*.json" "*.txt" "*.model" "*fp16*" --local-dir DIR',
+                 "about 17.9 GB", "GB free",
+                 f'hf download {REPO} --include "*.json" "*.txt" "*.model" "*fp16*" --local-dir DIR',
                  "--model DIR", "--model tiny"):
         assert part in text
 

@@ -13,7 +13,7 @@ from transformers import CLIPVisionModelWithProjection
 
 from kolors_app.engine.generation import RunControl, batch_seeds, generate
 from kolors_app.core.params import GenerationRequest, InitImage, Reference, ValidationError
-from kolors_app.models.pipelines import PipelineKey, PipelineManager
+from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 IP_REPO = "Kwai-Kolors/Kolors-IP-Adapter-Plus"
@@ -153,6 +153,6 @@ def test_bad_request_refused_before_any_model_work(settings):
 
 
 def test_core_does_not_import_gradio():
-    code = "import sys, kolors_app.engine.generation, kolors_app.models.pipelines; print('gradio' in sys.modules)"
+    code = "import sys, kolors_app.engine.generation, kolors_app.models.pipeline_manager; print('gradio' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"

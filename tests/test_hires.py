@@ -10,7 +10,7 @@ from kolors_app.testing import tiny_creative
 from kolors_app.creative import upscalers
 from kolors_app.core.config import Limits
 from kolors_app.core.params import ValidationError
-from kolors_app.testing.tiny import KOLORS_REPO
+from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 
 def _spandrel_imports() -> bool:

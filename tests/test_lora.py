@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from kolors_app.creative import lora
 from kolors_app.testing import tiny_creative
 from kolors_app.models.embeddings import EmbeddingCaches
-from kolors_app.testing.tiny import KOLORS_REPO, _install_repo
+from kolors_app.testing.hub_cache import install_repo
+from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 STEPS = dict(num_inference_steps=2, width=256, height=256, output_type="np")
 
@@ -115,8 +116,11 @@ def test_pixels_equal_bare_diffusers_text_and_image_to_image(tiny_dir, lora_dir,
     assert np.array_equal(mine, run(bare))
     image = dict(image=init_image, strength=0.6, num_inference_steps=4)
     kwargs = {**STEPS, **image}
-    i2i = lambda p: KolorsImg2ImgPipeline.from_pipe(p)(prompt="a fox", generator=torch.Generator().manual_seed(5),
-                                                       **kwargs).images
+
+    def i2i(pipe):
+        return KolorsImg2ImgPipeline.from_pipe(pipe)(prompt="a fox", generator=torch.Generator().manual_seed(5),
+                                                     **kwargs).images
+
     assert np.array_equal(i2i(ours), i2i(bare))
 
 
@@ -168,15 +172,17 @@ def test_dreambooth_peft_text_encoder_adapter_equals_transformers_load_adapter(t
     bare = fresh_pipe(tiny_dir)
     bare.load_lora_weights(lora_dir / "tiny-dreambooth", adapter_name="d")
     adapter = lora_dir / "tiny-dreambooth" / "text_encoder"
-    state = {k.removeprefix("base_model.model."): v for k, v in load_file(adapter / "adapter_model.safetensors").items()}
-    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=tiny_creative.RANK, target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    state = {k.removeprefix("base_model.model."): v for k, v in saved.items()}
+    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=tiny_creative.RANK,
+                        target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
     bare.text_encoder.load_adapter(adapter_name="d", adapter_state_dict=state, peft_config=config)
     bare.set_adapters(["d"], [0.6])
     assert np.array_equal(run(ours), run(bare))
 
 
 def test_hub_repo_id_loads_from_the_cache(tiny_dir, lora_dir, hf_cache, base_pixels):
-    _install_repo(hf_cache, "someone/tiny-kolors-lora", lora_dir / "tiny-style", ["main"])
+    install_repo(hf_cache, "someone/tiny-kolors-lora", lora_dir / "tiny-style", ["main"])
     pipe = fresh_pipe(tiny_dir)
     lora.LoraSwitcher(lora.LoraLibrary(lora_dir)).apply(pipe, [lora.LoraChoice("someone/tiny-kolors-lora", 1.0)])
     assert not np.array_equal(run(pipe), base_pixels)

@@ -13,7 +13,9 @@ from kolors_app.core.config import Settings
 from kolors_app.engine.generation import generate
 from kolors_app.models.memory import GiB, LADDER, Features, OutOfGPUMemory, Plan, choose_plan, next_plan, peak_gib
 from kolors_app.core.params import GenerationRequest
-from kolors_app.models.pipelines import PipelineManager, TextEncoderOnCPU, loader_arguments, load_kolors
+from kolors_app.models.loading import load_kolors, loader_arguments
+from kolors_app.models.pipeline_manager import PipelineManager
+from kolors_app.models.text_encoder import TextEncoderOnCPU
 
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)
 NAMES = [plan.name for plan in LADDER]

@@ -12,7 +12,7 @@ from kolors_app.testing import tiny_creative
 from kolors_app.engine.generation import generate
 from kolors_app.creative.hires import HiresFix
 from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)

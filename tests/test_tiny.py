@@ -12,8 +12,11 @@ from huggingface_hub import get_cached_repo_tree, hf_hub_download, scan_cache_di
 from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
-from kolors_app.testing import tiny
-from kolors_app.testing.tiny import IP_ADAPTER_REPO, IP_ADAPTER_REVISION, IP_ADAPTER_WEIGHT_NAME, KOLORS_REPO
+from kolors_app.core.config import Settings
+from kolors_app.hub.addons import INPAINTING_REPO
+from kolors_app.hub.sources import WeightSources
+from kolors_app.testing import tiny, tiny_kolors
+from kolors_app.testing.tiny_presets import IP_ADAPTER_REPO, IP_ADAPTER_REVISION, IP_ADAPTER_WEIGHT_NAME, KOLORS_REPO
 
 KOLORS_FILES = [
     "model_index.json",
@@ -93,7 +96,7 @@ def test_install_is_idempotent(hf_cache):
 
 
 def test_build_is_deterministic(tiny_dir, tmp_path):
-    rebuilt = tiny.build_kolors_repo(tmp_path / "kolors")
+    rebuilt = tiny_kolors.build_kolors_repo(tmp_path / "kolors")
     for name in KOLORS_FILES:
         assert (rebuilt / name).read_bytes() == (tiny_dir / KOLORS_REPO / name).read_bytes(), name
 
@@ -101,6 +104,15 @@ def test_build_is_deterministic(tiny_dir, tmp_path):
 def test_unknown_size_is_refused():
     with pytest.raises(ValueError, match="size must be one of"):
         tiny.tiny_model_dir("huge")
+
+
+def test_model_tiny_loads_every_repo_from_the_tiny_build(tiny_dir):
+    sources = tiny.tiny_sources()
+    assert (sources.model, sources.ip_adapter) == (str(tiny_dir / KOLORS_REPO), str(tiny_dir / IP_ADAPTER_REPO))
+    assert sources.addon(INPAINTING_REPO) == str(tiny_dir / INPAINTING_REPO) and (tiny_dir / INPAINTING_REPO).is_dir()
+    assert WeightSources.of(Settings(model="a/b")).addon(INPAINTING_REPO) == INPAINTING_REPO
+    with pytest.raises(ValueError, match="launcher"):
+        WeightSources.of(Settings(model="tiny"))
 
 
 def test_offline_pipeline_makes_finite_images_that_depend_on_the_seed(pipe):

@@ -64,7 +64,7 @@ def lora_app(settings, hf_cache, upload_dir, tmp_path_factory):
     from diffusers import KolorsPipeline
 
     from kolors_app.testing import tiny_creative
-    from kolors_app.models.pipelines import PipelineManager
+    from kolors_app.models.pipeline_manager import PipelineManager
     from kolors_app.launch import build
 
     folder = tmp_path_factory.mktemp("ui-lora")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -56,6 +55,7 @@ class ControlNetStore:
         folder = self._source(kind)
         if downloads.is_hub_repo(folder):
             folder = str(downloads.fetch_files(folder, PATTERNS["controlnet"], on_progress=self._progress(folder)))
+        # Imported here: it imports diffusers, which the engine's import must not pay for.
         from kolors_app.control.kolors_controlnet import load_controlnet
 
         self._on_status(f"loading ControlNet {kind}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from kolors_app.core.params import ValidationError
+from kolors_app.models.text_encoder import TextEncoderOnCPU
 
 log = logging.getLogger(__name__)
 
@@ -421,9 +422,7 @@ class LoraSwitcher:
 
 
 def _real_text_encoder(pipe):
-    # A text encoder kept on the CPU is wrapped (kolors_app/models/pipelines.py); adapters go into the model itself.
-    from kolors_app.models.pipelines import TextEncoderOnCPU
-
+    # A text encoder kept on the CPU is wrapped (kolors_app/models/text_encoder.py); adapters go into the model itself.
     encoder = pipe.text_encoder
     return encoder.encoder if isinstance(encoder, TextEncoderOnCPU) else encoder
 

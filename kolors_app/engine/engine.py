@@ -17,7 +17,7 @@ from kolors_app.creative.part import tools_for
 from kolors_app.engine.cost import Budget, Cost, check_budget, gpu_seconds, job_cost
 from kolors_app.engine.executors import Executor, Running
 from kolors_app.engine.jobs import GENERATE, GRADIO_QUEUED, KINDS, UPSCALE, Job, JobEvent, JobOutcome, Owner
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 
 ENDINGS = ("done", "stopped", "failed")
 

@@ -15,7 +15,7 @@ from typing import Callable
 from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
 from kolors_app.engine.jobs import Job, JobEvent, JobOutcome
 from kolors_app.engine.worker import StopFlags, run_job
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 
 log = logging.getLogger(__name__)
 Emit = Callable[[JobEvent], None]

@@ -23,7 +23,7 @@ from kolors_app.core.params import (MAX_SEED, MODEL_NAME, GeneratedImage, Genera
                      concrete_seed, validate)
 from kolors_app.media.images import fit_image
 from kolors_app.models.memory import Features, run_with_step_down
-from kolors_app.models.pipelines import PipelineKey, PipelineManager
+from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 from kolors_app.media.previews import latents_to_preview
 from kolors_app.core.schedulers import build_scheduler
 from kolors_app.patches.diffusers import pooled_embeds_forwarded

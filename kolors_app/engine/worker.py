@@ -13,7 +13,7 @@ from kolors_app.creative import xyz
 from kolors_app.creative.part import tools_for
 from kolors_app.engine.generation import RunControl, run_validated
 from kolors_app.engine.jobs import GENERATE, PLOT, Job, JobEvent, JobOutcome
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 
 Emit = Callable[[JobEvent], None]
 

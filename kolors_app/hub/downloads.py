@@ -20,7 +20,7 @@ from kolors_app.core.config import DEFAULT_IP_ADAPTER, DEFAULT_MODEL
 
 GB = 10**9
 IP_ADAPTER_WEIGHTS = "ip_adapter_plus_general.safetensors"
-# Download sizes from KOLORS.md (fp16 text encoder 12.5 GB, U-Net 5.2 GB, VAE 0.17 GB), used when the Hub can't be asked.
+# Download sizes from KOLORS.md (fp16 text encoder 12.5 GB, U-Net 5.2 GB, VAE 0.17 GB), for when the Hub can't answer.
 KNOWN_SIZES = {DEFAULT_MODEL: int(17.9 * GB), DEFAULT_IP_ADAPTER: int(2.7 * GB)}
 # Room left on the disk after a download, for the temporary files the Hub client writes.
 DISK_MARGIN = 1 * GB
@@ -197,8 +197,9 @@ def fetch(repo: str, revision: str | None = None, variant: str | None = "fp16", 
         listing = {item.path: item.size for item in HfApi().list_repo_tree(repo, revision=revision, recursive=True)
                    if hasattr(item, "size")}
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as error:
+        hint = "check --model / --ip-adapter, or run `hf auth login`"
         raise ModelUnavailable(f"model: {repo} (revision {revision or 'main'}) was not found or needs a token "
-                               f"({type(error).__name__}); check --model / --ip-adapter, or run `hf auth login`.") from None
+                               f"({type(error).__name__}); {hint}.") from None
     except NETWORK_ERRORS as error:
         raise ModelUnavailable(offline_message(repo, revision, cached, unreachable_reason(error), flag)) from None
     files = [name for name in listing if _matches(name, IP_ADAPTER_PATTERNS)] if ip_adapter \
@@ -270,6 +271,6 @@ def fetch_files(repo: str, patterns: list[str], revision: str | None = None,
         downloaded = snapshot_download(repo, revision=revision, allow_patterns=patterns,
                                        tqdm_class=progress_bar_class(on_progress) if on_progress else None)
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, *NETWORK_ERRORS) as error:
-        raise ModelUnavailable(f"{repo} could not be downloaded ({type(error).__name__}: {unreachable_reason(error)})") \
-            from None
+        reason = f"{type(error).__name__}: {unreachable_reason(error)}"
+        raise ModelUnavailable(f"{repo} could not be downloaded ({reason})") from None
     return Path(downloaded)

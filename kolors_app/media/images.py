@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import re
 import struct
@@ -16,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from kolors_app.core.config import Limits
-from kolors_app.media.image_guard import ACCEPTED_FORMATS, FORMAT_NAMES, available_formats, exif_of, open_image
+from kolors_app.media.image_guard import FORMAT_NAMES, available_formats, exif_of, open_image
 from kolors_app.core.params import ValidationError
 
 # Pillow raises many kinds of exceptions on hostile or damaged files; these are the ones decoding can give.

@@ -16,7 +16,7 @@ GPU memory; on out-of-memory a run steps down one plan and is retried once.
 On the CPU the one plan is `cpu` (everything in float32). On ZeroGPU it is `gpu`. Plans that need
 bitsandbytes are skipped where it is not installed. Setting `--text-encoder` or `--offload` pins
 that one plan (no step-down). On a GPU, VAE slicing is on for batches and VAE tiling above 1024x1024.
-"""
+"""  # noqa: E501  The table is plan_table()'s output, row for row.
 
 from __future__ import annotations
 

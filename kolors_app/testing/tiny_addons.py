@@ -10,8 +10,8 @@ from transformers import (BitConfig, DPTConfig, DPTForDepthEstimation, DPTImageP
                           VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor)
 
 from kolors_app.hub.addons import CONTROLNET_REPOS, DEPTH_REPO, INPAINTING_REPO, POSE_REPO
+from kolors_app.testing.tiny_presets import seeded
 
-ADDON_REPOS = (*CONTROLNET_REPOS.values(), INPAINTING_REPO, DEPTH_REPO, POSE_REPO)
 # Seeds of the add-ons, apart from the base model's (0-5), so that no two share weights.
 CONTROLNET_SEEDS = {"canny": 10, "depth": 11, "pose": 12}
 INPAINTING_SEED, DEPTH_SEED, POSE_SEED = 13, 14, 15
@@ -19,15 +19,9 @@ INPAINTING_SEED, DEPTH_SEED, POSE_SEED = 13, 14, 15
 ZERO_CONV_STD = 0.2
 
 
-def _seeded(seed: int):
-    from kolors_app.testing.tiny import _seeded as seeded
-
-    return seeded(seed)
-
-
 def build_controlnet_repo(path: Path, unet_config: dict, kind: str) -> Path:
     """A Kolors ControlNet: the U-Net's encoder half plus conditioning layers, saved as `ControlNetModel_JQ`."""
-    with _seeded(CONTROLNET_SEEDS[kind]):
+    with seeded(CONTROLNET_SEEDS[kind]):
         unet = UNet2DConditionModel(**unet_config)
         controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
         # Its own text projection, unlike the U-Net's: a pipeline that skips it gets other pixels.
@@ -46,7 +40,7 @@ def build_controlnet_repo(path: Path, unet_config: dict, kind: str) -> Path:
 
 def build_inpainting_repo(path: Path, base: Path, unet_config: dict) -> Path:
     """Kolors-Inpainting: a whole pipeline folder whose U-Net takes 9 channels (latents, masked latents, mask)."""
-    with _seeded(INPAINTING_SEED):
+    with seeded(INPAINTING_SEED):
         unet = UNet2DConditionModel(**{**unet_config, "in_channels": 9}).eval()
     # The other components are the base model's: the app must never load them from here.
     pipe = KolorsPipeline.from_pretrained(base, unet=unet, torch_dtype=torch.float32)
@@ -67,7 +61,7 @@ def build_depth_repo(path: Path) -> Path:
                        num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=16,
                        backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 32, 32], fusion_hidden_size=16,
                        readout_type="project", backbone_featmap_shape=[1, 64, 4, 4])
-    with _seeded(DEPTH_SEED):
+    with seeded(DEPTH_SEED):
         model = DPTForDepthEstimation(config).eval()
     model.save_pretrained(path)
     DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=True, ensure_multiple_of=16,
@@ -79,7 +73,7 @@ def build_pose_repo(path: Path) -> Path:
     """ViTPose (simple decoder, 17 COCO keypoints) at a tiny width and a 64x48 input."""
     backbone = VitPoseBackboneConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                                      image_size=[64, 48], patch_size=[16, 16], out_indices=[2])
-    with _seeded(POSE_SEED):
+    with seeded(POSE_SEED):
         model = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17)).eval()
     model.save_pretrained(path)
     VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(path)

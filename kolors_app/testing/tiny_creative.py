@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from kolors_app.testing.tiny import SEED, _seeded
+from kolors_app.testing.tiny_presets import SEED, seeded
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["query_key_value", "dense"]
@@ -19,11 +20,9 @@ def _lora_layers(model: torch.nn.Module, targets: list[str], seed: int) -> dict[
     """PEFT LoRA layers for model, with random A and B (a fresh B is zero and would change nothing)."""
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-    import copy
-
     model = copy.deepcopy(model)
     config = LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets, init_lora_weights=False)
-    with _seeded(seed):
+    with seeded(seed):
         inject_adapter_in_model(config, model, adapter_name="default")
         state = get_peft_model_state_dict(model, adapter_name="default")
         # Large enough to change a tiny model's pixels visibly, small enough to keep them finite.
@@ -44,7 +43,7 @@ def build_diffusers_lora(pipe, path, text_encoder: bool = False, seed: int = SEE
 
 
 def build_peft_text_encoder_adapter(pipe, path, seed: int = SEED + 12) -> Path:
-    """A PEFT adapter folder for ChatGLM (adapter_config.json + adapter_model.safetensors), as Kolors' DreamBooth writes."""
+    """A PEFT adapter folder for ChatGLM (adapter_config.json, adapter_model.safetensors), as Kolors' DreamBooth has."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     layers = _lora_layers(pipe.text_encoder, TEXT_ENCODER_TARGETS, seed)
@@ -104,7 +103,7 @@ def build_esrgan(path, scale: int = 4, features: int = 8, blocks: int = 1, growt
         state[f"{name}.weight"] = torch.randn(cout, cin, 3, 3) * 0.05
         state[f"{name}.bias"] = torch.zeros(cout)
 
-    with _seeded(SEED + 30):
+    with seeded(SEED + 30):
         conv("conv_first", 3, features)
         for block in range(blocks):
             for rdb in range(1, 4):

@@ -15,6 +15,7 @@ import gradio as gr
 
 from kolors_app.core.params import CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name, validate_controls
 from kolors_app.control.preprocessors import control_map
+from kolors_app.media.images import load_image
 from kolors_app.ui.i18n import i18n, tr
 from kolors_app.ui.runner import AppContext, as_text
 
@@ -113,8 +114,6 @@ def _path(value) -> str | None:
 
 def preview_map(ctx: AppContext, index: int, kind, image, preprocess, low, high, request: gr.Request | None):
     """The map this unit would feed its ControlNet, to see, download or use as the image; errors are toasts."""
-    from kolors_app.media.images import load_image
-
     try:  # checked as unit 1 (its names have no suffix), then named as this unit
         if kind in (None, "", "none"):
             raise ValidationError("control_type", tr(request, "control_choose_type"))

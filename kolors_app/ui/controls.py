@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from kolors_app.core.config import Limits
+from kolors_app.core.config import Limits, on_spaces
 from kolors_app.metadata.parameters import clean_parameters, format_parameters
 from kolors_app.core.params import ValidationError
 from kolors_app.core.schedulers import RECOMMENDED, SCHEDULER_NAMES
@@ -84,8 +84,6 @@ def aspect_for(width: int, height: int) -> str:
 
 def gallery_buttons() -> list[str]:
     """The gallery's buttons that work where the app runs: gradio's Share works on Spaces only."""
-    from kolors_app.core.config import on_spaces
-
     return ["download", "download_all", "fullscreen"] + (["share"] if on_spaces() or on_zero_gpu() else [])
 
 

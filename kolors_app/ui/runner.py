@@ -26,7 +26,7 @@ from kolors_app.engine.jobs import GENERATE, GRADIO_API, LOCAL_OWNER, PAGE, PYTH
 from kolors_app.hub.downloads import ModelUnavailable
 from kolors_app.media import png_encoder
 from kolors_app.models.memory import OutOfGPUMemory
-from kolors_app.models.pipelines import PipelineManager
+from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.outputs.history import OutputStore
 from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_served_png
 from kolors_app.serving.http_guard import client_address

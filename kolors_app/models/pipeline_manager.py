@@ -11,10 +11,15 @@ from typing import Any, Callable
 
 import torch
 
-from kolors_app.hub import downloads
-from kolors_app.models import memory
-from kolors_app.hub.addons import CONTROLNET_REPOS, INPAINTING_REPO, PATTERNS
+from kolors_app.control.controlnets import ControlNetStore
+from kolors_app.control.preprocessors import Estimators
 from kolors_app.core.config import Settings
+from kolors_app.hub import downloads
+from kolors_app.hub.addons import CONTROLNET_REPOS, INPAINTING_REPO, PATTERNS
+from kolors_app.hub.sources import WeightSources
+from kolors_app.models import memory
+from kolors_app.models.gpu_options import apply_gpu_options
+from kolors_app.models.loading import load_kolors, place
 from kolors_app.models.memory import Features, Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -43,138 +48,16 @@ PIPELINE_CLASSES = {
     ("init", True): "StableDiffusionXLControlNetImg2ImgPipeline",
     ("mask", True): "StableDiffusionXLControlNetInpaintPipeline",
 }
-__all__ = ["PipelineManager", "PipelineKey", "Plan", "load_kolors", "loader_arguments", "quantization_config", "place"]
-
-
-def model_source(settings: Settings) -> str:
-    """A Hub repo id or local directory; `tiny` builds the offline random-weight model."""
-    if settings.model == "tiny":
-        from kolors_app.testing.tiny import KOLORS_REPO, tiny_model_dir
-
-        return str(tiny_model_dir() / KOLORS_REPO)
-    return settings.model
-
-
-def ip_adapter_source(settings: Settings) -> str:
-    """The IP-Adapter repo; the tiny model comes with its own tiny IP-Adapter."""
-    if settings.model == "tiny":
-        from kolors_app.testing.tiny import IP_ADAPTER_REPO, tiny_model_dir
-
-        return str(tiny_model_dir() / IP_ADAPTER_REPO)
-    return settings.ip_adapter
-
-
-def addon_source(settings: Settings, repo: str) -> str:
-    """A Control add-on's repo id, or its tiny copy when the model is `tiny`."""
-    if settings.model == "tiny":
-        from kolors_app.testing.tiny import tiny_model_dir
-
-        return str(tiny_model_dir() / repo)
-    return repo
-
-
-def has_fp16_variant(source: str) -> bool:
-    """Hub repos of Kolors ship fp16 files; a local copy may not."""
-    path = Path(source)
-    return not path.is_dir() or downloads.has_variant(path, "fp16")
-
-
-def cpu_text_encoder_dtype(plan: Plan) -> torch.dtype:
-    """float32 for a text encoder on the CPU (fp16 matmuls are slow there), bfloat16 when RAM is short (25 vs 12.5 GB)."""
-    if plan.device == "cpu":
-        return plan.dtype
-    import psutil
-
-    return torch.float32 if psutil.virtual_memory().available >= memory.CPU_TEXT_ENCODER_FP32_RAM else torch.bfloat16
-
-
-def quantization_config(plan: Plan):
-    """diffusers' PipelineQuantizationConfig for an 8-bit or 4-bit text encoder (bitsandbytes), else None."""
-    if not plan.needs_bitsandbytes():
-        return None
-    from diffusers import PipelineQuantizationConfig
-    from transformers import BitsAndBytesConfig
-
-    # ChatGLM is a transformers model, so it takes transformers' BitsAndBytesConfig.
-    if plan.text_encoder == "8bit":
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype)
-    return PipelineQuantizationConfig(quant_mapping={"text_encoder": config})
-
-
-def loader_arguments(source: str, plan: Plan) -> dict[str, Any]:
-    """Keyword arguments of `KolorsPipeline.from_pretrained` for this plan."""
-    arguments: dict[str, Any] = {"variant": "fp16" if has_fp16_variant(source) else None, "dtype": plan.dtype}
-    if plan.text_encoder == "cpu":
-        arguments["dtype"] = {"default": plan.dtype, "text_encoder": cpu_text_encoder_dtype(plan)}
-    config = quantization_config(plan)
-    if config is not None:
-        arguments["quantization_config"] = config
-    return arguments
-
-
-def load_kolors(source: str, plan: Plan):
-    """The real loader: `KolorsPipeline.from_pretrained`, fp16 files whenever they exist."""
-    from diffusers import KolorsPipeline
-
-    return KolorsPipeline.from_pretrained(source, **loader_arguments(source, plan))
-
-
-class TextEncoderOnCPU(torch.nn.Module):
-    """Runs the text encoder on the CPU; its outputs come back on the caller's device in the pipeline's dtype."""
-
-    def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        # Not a registered submodule, so pipe.to() and the offload hooks never move it to the GPU.
-        object.__setattr__(self, "encoder", encoder.to("cpu"))
-        self.output_dtype = dtype
-        self.config = encoder.config
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def parameters(self, recurse: bool = True):
-        # The real weights, for code that asks where they are; .to() and hooks still see none to move.
-        return self.encoder.parameters(recurse)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.output_dtype
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
-        target = input_ids.device
-        moved = {name: value.to("cpu") for name, value in
-                 (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids))
-                 if value is not None}
-        output = self.encoder(**moved, **kwargs)
-        output["past_key_values"] = None
-        output["last_hidden_state"] = output["last_hidden_state"].to(target, self.output_dtype)
-        if output.get("hidden_states") is not None:
-            output["hidden_states"] = tuple(state.to(target, self.output_dtype) for state in output["hidden_states"])
-        return output
-
-
-def place(pipe, plan: Plan):
-    """Put a freshly loaded pipeline where the plan says (offload hooks come later, per pipeline)."""
-    if plan.dtype == torch.float16:
-        # The SDXL VAE overflows in fp16 (black/NaN images): diffusers upcasts its decode when told.
-        pipe.vae.register_to_config(force_upcast=True)
-    if plan.text_encoder == "cpu" and not isinstance(pipe.text_encoder, TextEncoderOnCPU):
-        pipe.text_encoder = TextEncoderOnCPU(pipe.text_encoder, plan.dtype)
-    if plan.offload == "none":
-        # bitsandbytes modules are already on the GPU; diffusers leaves them where they are.
-        pipe.to(plan.device)
-    return pipe
 
 
 class PipelineManager:
     """Owns the one loaded copy of Kolors, its memory plan, and the pipelines built on it."""
 
-    def __init__(self, settings: Settings, loader: Callable[[str, Plan], Any] = load_kolors):
+    def __init__(self, settings: Settings, loader: Callable[[str, Plan], Any] = load_kolors,
+                 sources: WeightSources | None = None):
         self.settings = settings
         self._loader = loader
+        self.sources = sources or WeightSources.of(settings)
         self._load_lock = threading.Lock()
         # One generation at a time per process: the pipelines share a U-Net and a scheduler slot.
         self.run_lock = threading.Lock()
@@ -188,12 +71,8 @@ class PipelineManager:
         self._offloaded_pipe = None
         self._tokenizer = None
         # --- Control add-ons (kolors_app/control/controlnets.py, preprocessors.py): loaded on first use ---
-        from kolors_app.control.controlnets import ControlNetStore
-        from kolors_app.control.preprocessors import Estimators
-
-        self.controlnets = ControlNetStore(lambda kind: addon_source(self.settings, CONTROLNET_REPOS[kind]),
-                                           self._set_status)
-        self.estimators = Estimators(lambda repo: addon_source(self.settings, repo), self._set_status)
+        self.controlnets = ControlNetStore(lambda kind: self.sources.addon(CONTROLNET_REPOS[kind]), self._set_status)
+        self.estimators = Estimators(self.sources.addon, self._set_status)
         self._inpainting_unet = None
         # The model's own scheduler config, kept at load: every run puts its own scheduler on the shared base
         # pipeline, and a config read back from that would carry the last request's sampler options along.
@@ -220,7 +99,7 @@ class PipelineManager:
 
     def _source(self) -> str:
         """A local folder or repo id to load from; a Hub repo is downloaded first, its progress in the status."""
-        source = model_source(self.settings)
+        source = self.sources.model
         if not downloads.is_hub_repo(source):
             return source
         return str(downloads.fetch(source, on_progress=self._progress(source)))
@@ -251,8 +130,6 @@ class PipelineManager:
             plan = memory.next_plan(failed, self.ladder)
             log.warning("out of GPU memory while loading with plan %s; trying plan %s", failed.name, plan.name)
         # --- speed options (attention, channels_last, fuse_qkv, compile: kolors_app/models/gpu_options.py) ---
-        from kolors_app.models.gpu_options import apply_gpu_options
-
         apply_gpu_options(pipe, self.settings, plan)
         # --- end speed options ---
         self.plan = plan
@@ -330,6 +207,7 @@ class PipelineManager:
             if key.inpainting_unet:
                 parts["unet"] = self.inpainting_unet()
             if key.controls:
+                # Imported here: it imports diffusers, which the engine's import must not pay for.
                 from kolors_app.control.kolors_controlnet import combined
 
                 # Built for each run, not kept: a ControlNet released under the budget must not stay referenced.
@@ -359,7 +237,7 @@ class PipelineManager:
         if self._inpainting_unet is None:
             from diffusers import UNet2DConditionModel
 
-            source = addon_source(self.settings, INPAINTING_REPO)
+            source = self.sources.addon(INPAINTING_REPO)
             if downloads.is_hub_repo(source):
                 source = str(downloads.fetch_files(source, PATTERNS["inpainting"], on_progress=self._progress(source)))
             self.status = f"loading the inpainting U-Net from {source}"
@@ -391,7 +269,7 @@ class PipelineManager:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         base = self.load()
-        repo, revision = ip_adapter_source(self.settings), self.settings.ip_adapter_revision
+        repo, revision = self.sources.ip_adapter, self.settings.ip_adapter_revision
         if downloads.is_hub_repo(repo):
             repo = str(downloads.fetch(repo, revision, variant=None, on_progress=self._progress(repo), ip_adapter=True))
         self.status = f"loading IP-Adapter {repo}"
@@ -445,8 +323,7 @@ class PipelineManager:
             try:
                 from diffusers.pipelines.kolors import ChatGLMTokenizer
 
-                self._tokenizer = ChatGLMTokenizer.from_pretrained(model_source(self.settings),
-                                                                   subfolder="tokenizer")
+                self._tokenizer = ChatGLMTokenizer.from_pretrained(self.sources.model, subfolder="tokenizer")
             finally:
                 self._load_lock.release()
         return self._tokenizer
