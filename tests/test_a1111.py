@@ -282,7 +282,8 @@ def test_skip_ends_only_the_current_iteration(api):
     worker.start()
     assert wait_until(lambda: api.get_progress()["state"]["sampling_step"] >= 1, timeout=60)
     assert httpx.post(f"{api.baseurl}/skip", timeout=30).json() == {}
-    assert wait_until(lambda: api.get_progress()["state"]["job_no"] == 1, timeout=60), "the second iteration never began"
+    assert wait_until(lambda: api.get_progress()["state"]["job_no"] == 1, timeout=60), \
+        "the second iteration never began"
     assert api.get_progress()["state"]["skipped"] is False  # the new iteration runs
     api.interrupt()
     worker.join(60)
@@ -352,7 +353,8 @@ UNIT = {"module": "canny", "model": "Kolors-ControlNet-Canny"}
     ("txt2img", {"prompt": "a fox <lora:missing:0.5>"}, "prompt"),
     ("txt2img", {"prompt": "a fox <lora:tiny-style:9>"}, "prompt"),
     ("txt2img", {"cn": {**UNIT, "module": "scribble"}}, "alwayson_scripts.controlnet.args[0].module"),
-    ("txt2img", {"cn": {**UNIT, "module": "none", "model": "sd15_scribble"}}, "alwayson_scripts.controlnet.args[0].model"),
+    ("txt2img", {"cn": {**UNIT, "module": "none", "model": "sd15_scribble"}},
+     "alwayson_scripts.controlnet.args[0].model"),
     ("txt2img", {"cn": {**UNIT, "weight": 5}}, "alwayson_scripts.controlnet.args[0].weight"),
     ("txt2img", {"cn": {**UNIT, "guidance_start": 0.8, "guidance_end": 0.2}},
      "alwayson_scripts.controlnet.args[0].guidance_end"),

@@ -12,7 +12,8 @@ from kolors_app.creative import xyz
 from kolors_app.engine.cost import CELL_WORK, Budget, check_budget, job_cost
 from kolors_app.engine.engine import Engine, EngineLimits, QueueFull
 from kolors_app.engine.executors import LocalExecutor
-from kolors_app.engine.jobs import GENERATE, LOCAL_OWNER, PLOT, REST, UPSCALE, Job, JobEvent, Owner, PlotSpec, UpscaleSpec
+from kolors_app.engine.jobs import (GENERATE, LOCAL_OWNER, PLOT, REST, UPSCALE, Job, JobEvent, Owner, PlotSpec,
+                                   UpscaleSpec)
 from kolors_app.serving.quotas import engine_limits
 
 PUBLIC = engine_limits(Settings(share=True)).budget

@@ -32,8 +32,8 @@ def bare(hf_cache):
 
 def test_text_to_image_matches_bare_diffusers(manager, bare):
     result = generate(manager, GenerationRequest(prompt="一只红色的狐狸, a red fox", seed=1234, **SMALL))
-    expected = bare(prompt="一只红色的狐狸, a red fox", negative_prompt="", generator=torch.Generator("cpu").manual_seed(1234),
-                    **SMALL).images[0]
+    expected = bare(prompt="一只红色的狐狸, a red fox", negative_prompt="",
+                    generator=torch.Generator("cpu").manual_seed(1234), **SMALL).images[0]
     assert result.images[0].seed == 1234
     assert np.array_equal(pixels(result.images[0].image), pixels(expected))
     assert result.images[0].image.size == (256, 256)
@@ -153,6 +153,7 @@ def test_bad_request_refused_before_any_model_work(settings):
 
 
 def test_core_does_not_import_gradio():
-    code = "import sys, kolors_app.engine.generation, kolors_app.models.pipeline_manager; print('gradio' in sys.modules)"
+    code = ("import sys, kolors_app.engine.generation, kolors_app.models.pipeline_manager; "
+            "print('gradio' in sys.modules)")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gradio_http import SMALL, Raw, small, stop_process
+from gradio_http import Raw, small, stop_process
 from image_bytes import RED, encoded
 
 FLAGS = ["--behind-proxy", "true", "--queue-per-session", "1", "--queue-per-address", "1",
@@ -88,7 +88,7 @@ def test_request_bodies_are_capped(app):
     assert slowest < 5 * ANSWER_SECONDS  # generous: the client still sends the body on a shared machine
     # Under the cap: gradio no longer keeps the last value of every input per session.
     visitor = Raw(url)
-    for index in range(20):
+    for _ in range(20):
         session = uuid.uuid4().hex[:12]
         visitor.follow(session, visitor.join("text_to_image", small(prompt="x" * (1900 * 1024)), session))
     assert rss_mb(process.pid) - before < RSS_GROWTH_MB

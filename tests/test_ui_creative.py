@@ -18,7 +18,8 @@ NO_HIRES = (False, 1.5, "Latent", 0, 0.45)
 
 def test_styles_are_offered_and_the_final_prompt_is_shown(built):
     app, _ = built
-    styles = [choice[0] if isinstance(choice, tuple) else choice for choice in component(app, "creative-styles").choices]
+    choices = component(app, "creative-styles").choices
+    styles = [choice[0] if isinstance(choice, tuple) else choice for choice in choices]
     assert "Ink wash / 水墨" in styles
     show = handler(app, "creative-prompt", "change")
     text = show("<lora:x:0.5> a {red|blue} fox", "", ["Ink wash / 水墨"], 3)

@@ -139,7 +139,8 @@ _LIMIT_HELP = {
     "max_prompt_tokens": "text encoder tokens read from a prompt (longer prompts get a warning)",
     "max_image_pixels": "largest uploaded image in pixels",
     "max_upload_bytes": "largest upload in bytes",
-    "max_metadata_bytes": "most bytes of EXIF, ICC and compressed text an uploaded image may carry (tag copies counted)",
+    "max_metadata_bytes": ("most bytes of EXIF, ICC and compressed text an uploaded image may carry "
+                           "(tag copies counted)"),
     "max_frames": "most pages or frames an uploaded TIFF or WebP may have",
     "max_jpeg_scans": "most scans an uploaded JPEG may have (each one decodes the whole image again)",
 }
@@ -202,16 +203,20 @@ QUOTA_HELP = {
                  "and upscales included (auto: 2600 locally, 300 public)"),
     "max_output_mp": "most megapixels of images one job hands back (auto: 64 locally, 16 public)",
     "queue_per_session": "jobs one browser session may have waiting or running (auto: 4 locally, 1 public)",
-    "queue_per_address": "jobs one client address may have waiting or running, 0 = no limit (auto: 0 locally, 1 public)",
-    "sessions": "browser sessions whose state the server keeps in memory, oldest dropped (auto: 1000 locally, 200 public)",
+    "queue_per_address": ("jobs one client address may have waiting or running, 0 = no limit "
+                          "(auto: 0 locally, 1 public)"),
+    "sessions": ("browser sessions whose state the server keeps in memory, oldest dropped "
+                 "(auto: 1000 locally, 200 public)"),
     "max_request_mb": "largest request body in MB, uploads aside (auto: 4)",
     "upload_quota_mb": "MB one client address may upload per hour (auto: 2000 locally, 200 public)",
-    "upload_cache_mb": "MB of uploads and results kept in gradio's cache folder, oldest removed (auto: 4096 locally, 2048 public)",
+    "upload_cache_mb": ("MB of uploads and results kept in gradio's cache folder, oldest removed "
+                        "(auto: 4096 locally, 2048 public)"),
     "outputs_free_mb": "free disk in MB kept on the outputs folder's disk; below it images are not saved (auto: 1024)",
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
     "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
-    "allowed_hosts": "comma-separated Host names answered (auto: localhost names for a loopback app, any behind a proxy or public)",
+    "allowed_hosts": ("comma-separated Host names answered "
+                      "(auto: localhost names for a loopback app, any behind a proxy or public)"),
 }
 _FIELD_HELP.update(QUOTA_HELP)
 
@@ -313,7 +318,8 @@ def check(settings: Settings, sources: dict | None = None) -> None:
         refuse("queue_size", f"must be at least 1, got {settings.queue_size}")
     if settings.auth is not None and not all(settings.auth.partition(":")[::2]):
         refuse("auth", "expected user:password")
-    if settings.api_auth is not None and not all(all(pair.partition(":")[::2]) for pair in settings.api_auth.split(",")):
+    if settings.api_auth is not None and not all(all(pair.partition(":")[::2])
+                                                 for pair in settings.api_auth.split(",")):
         refuse("api_auth", "expected user:password (comma-separated for several)")
     if settings.api and not settings.api_auth and (settings.share or on_spaces()):
         refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password")
@@ -344,5 +350,6 @@ def settings_table() -> str:
         shown = "`auto`" if default is None and name in AUTO_SETTINGS else "" if default is None else f"`{default}`"
         text = _help(name).replace("|", "\\|")
         rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
-    rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; exit non-zero if blocked |")
+    rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; "
+                "exit non-zero if blocked |")
     return "\n".join(rows) + "\n"

@@ -183,7 +183,8 @@ def plan_cells(base: dict, axes: list[Axis | None]) -> list[Cell]:
     if math.prod(sizes) > MAX_CELLS:
         letter = "xyz"[max(range(3), key=lambda i: sizes[i])]
         raise ValidationError(f"{letter}_values", f"{sizes[0]}x{sizes[1]}x{sizes[2]} = {math.prod(sizes)} cells; at "
-                                                  f"most {MAX_CELLS} in one plot", code="too_many", allowed={"max": MAX_CELLS})
+                                                  f"most {MAX_CELLS} in one plot",
+                              code="too_many", allowed={"max": MAX_CELLS})
     cells = []
     for iz in range(sizes[2]):
         for iy in range(sizes[1]):

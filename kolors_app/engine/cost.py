@@ -110,7 +110,8 @@ def job_cost(job: Job) -> Cost:
         costs = [request_cost(request) for request in job.requests]
         first = costs[0]
         return Cost(sum(c.work for c in costs), sum(c.output_megapixels for c in costs),
-                    first.work_field if len(costs) == 1 else "n_iter", first.output_field if len(costs) == 1 else "n_iter")
+                    first.work_field if len(costs) == 1 else "n_iter",
+                    first.output_field if len(costs) == 1 else "n_iter")
     if job.kind == PLOT:
         return plot_cost(job.requests, job.plot.axes)
     spec = job.upscale

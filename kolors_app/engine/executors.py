@@ -41,7 +41,8 @@ class Executor(abc.ABC):
         """Queue the job; it starts when a slot is free."""
 
     def close(self) -> None:
-        """Release what the executor holds (workers, replicas)."""
+        """Release what the executor holds (workers, replicas); by default it holds nothing."""
+        return None
 
 
 class _LocalRun(Running):

@@ -19,8 +19,8 @@ from kolors_app.hub.downloads import ModelUnavailable
 from kolors_app.models.embeddings import EmbeddingCaches, caches_for
 from kolors_app.control.inpainting import Canvas
 from kolors_app.control.preprocessors import control_map
-from kolors_app.core.params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult, ValidationError,
-                     concrete_seed, validate)
+from kolors_app.core.params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult,
+                                    ValidationError, concrete_seed, validate)
 from kolors_app.media.images import fit_image
 from kolors_app.models.memory import Features, run_with_step_down
 from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
@@ -212,7 +212,8 @@ def run_validated(manager: PipelineManager, request: GenerationRequest,
     with manager.run_lock:
         if control.stop is not None and control.stop.is_set():
             return GenerationResult([], request, warnings, stopped=True)
-        # --- OOM step-down (kolors_app/models/memory.py): the pipeline is fetched inside, as a step-down rebuilds it ---
+        # --- OOM step-down (kolors_app/models/memory.py) ---
+        # The pipeline is fetched inside run_pipeline, as a step-down rebuilds it.
         def run_pipeline():
             pipe = manager.pipeline(pipeline_key(request))
             pipe.scheduler = build_scheduler(request.scheduler, manager.scheduler_config)
@@ -238,7 +239,8 @@ def run_validated(manager: PipelineManager, request: GenerationRequest,
     pictures = output.images
     if staged.canvas is not None:
         pictures = [inpainting.paste_back(image, staged.canvas, request.inpaint.keep_unmasked) for image in pictures]
-    images = [GeneratedImage(image, seed, {**image_parameters(request, seed, image), **creative.image_values(prepared, i)})
+    images = [GeneratedImage(image, seed,
+                             {**image_parameters(request, seed, image), **creative.image_values(prepared, i)})
               for i, (image, seed) in enumerate(zip(pictures, seeds))]
     return GenerationResult(images, request, warnings, seconds=time.perf_counter() - started,
                             control_maps=staged.maps)

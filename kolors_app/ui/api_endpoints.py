@@ -28,16 +28,19 @@ LIMITS = ("Width and height are multiples of 8 from {min_size} to {max_size}; st
           "is refused with an error naming the parameter.")
 RETURNS = """
     Returns:
-        The images (PNG files that carry their parameters in a `parameters` text chunk) and a JSON object with the exact parameters of every image, including its concrete seed."""
+        The images (PNG files that carry their parameters in a `parameters` text chunk) and a JSON object with the \
+exact parameters of every image, including its concrete seed."""
 COMMON_ARGS = """
     Args:
-        prompt: What to draw, in Chinese or English: subject, setting, style, lighting, camera. Example: "一张瓢虫的照片，微距，变焦，高质量" or "a cinematic photo of a red fox in the snow, golden hour".
+        prompt: What to draw, in Chinese or English: subject, setting, style, lighting, camera. Example: \
+"一张瓢虫的照片，微距，变焦，高质量" or "a cinematic photo of a red fox in the snow, golden hour".
         negative_prompt: What to avoid, e.g. "blurry, low quality, watermark". Empty by default.
         width: Image width in pixels, a multiple of 8 (default 1024).
         height: Image height in pixels, a multiple of 8 (default 1024).
         num_inference_steps: Denoising steps; more is slower and finer. 25 with the DPM++ samplers, 50 with Euler.
         guidance_scale: How closely to follow the prompt; 5.0 for most samplers, 6.5 with DPM++ 2M Karras.
-        scheduler: Sampler: "Euler" (default), "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE Karras", "EDM DPM++ 2M", "UniPC" or "DDIM".
+        scheduler: Sampler: "Euler" (default), "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE Karras", \
+"EDM DPM++ 2M", "UniPC" or "DDIM".
         seed: -1 for a random seed, or 0 to 4294967295 to repeat an image exactly; image i of a batch uses seed + i.
         num_images: How many images to make in this call (default 1)."""
 
@@ -47,11 +50,14 @@ INPAINT_ARGS = """
         mask: Where to repaint: white = repaint, black = keep; the size of `image`. Required unless outpainting.
         strength: How much of the masked area changes, above 0 up to 1 (default 0.999, as upstream).
         mask_blur: Blur of the mask's edge in pixels, 0 to 64 (default 4; 0 = none).
-        inpaint_area: "whole" (default: the whole picture at about width x height) or "masked" (only the area around the mask, at full resolution, pasted back).
+        inpaint_area: "whole" (default: the whole picture at about width x height) or "masked" (only the area around \
+the mask, at full resolution, pasted back).
         inpaint_padding: With "masked": pixels of context around the mask, 0 to 256 (default 32).
         keep_unmasked: Keep every pixel outside the mask exactly as it was (default true).
-        inpaint_model: "inpainting" (default: Kolors-Inpainting's U-Net) or "base" (the base U-Net; also what runs when the inpainting model is not available, with a warning).
-        outpaint_left: Outpainting: pixels added on the left and filled (default 0); likewise outpaint_right, outpaint_up, outpaint_down. The mask then may be left out.
+        inpaint_model: "inpainting" (default: Kolors-Inpainting's U-Net) or "base" (the base U-Net; also what runs \
+when the inpainting model is not available, with a warning).
+        outpaint_left: Outpainting: pixels added on the left and filled (default 0); likewise outpaint_right, \
+outpaint_up, outpaint_down. The mask then may be left out.
         outpaint_right: Pixels added on the right (default 0).
         outpaint_up: Pixels added at the top (default 0).
         outpaint_down: Pixels added at the bottom (default 0)."""
@@ -98,7 +104,8 @@ def program_endpoint(ctx: AppContext, mode: str, image_of: Callable) -> Callable
 
         fn = _describe(image_to_image, "Repaint an existing image guided by a prompt with Kolors.", limits, """
         image: The picture to start from (required). It is resized to width x height.
-        strength: How much to change, above 0 up to 1: 0.3 keeps the composition, 0.7 (default) repaints a lot, 1 ignores the picture.""")
+        strength: How much to change, above 0 up to 1: 0.3 keeps the composition, 0.7 (default) repaints a lot, 1 \
+ignores the picture.""")
     elif mode == "inpaint":
         async def inpaint(prompt=None, negative_prompt=None, width=1024, height=1024, num_inference_steps=25,
                           guidance_scale=6.0, scheduler="Euler", seed=-1, num_images=1, image=None, mask=None,

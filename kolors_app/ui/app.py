@@ -14,7 +14,8 @@ from kolors_app.core.params import ValidationError, images_needed
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.ui.creative import creative_tab, restore_part
 from kolors_app.ui.controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
-from kolors_app.ui.generate_tabs import GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples, text_to_image_tab
+from kolors_app.ui.generate_tabs import (GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples,
+                                        text_to_image_tab)
 from kolors_app.ui.history_tab import history_tab
 from kolors_app.ui.inpaint_tab import inpaint_tab
 from kolors_app.ui.i18n import i18n, language, name_of, status_text, tr

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from kolors_app.core.params import CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name, validate_controls
+from kolors_app.core.params import (CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name,
+                                    validate_controls)
 from kolors_app.control.preprocessors import control_map
 from kolors_app.media.images import load_image
 from kolors_app.ui.i18n import i18n, tr
@@ -24,15 +25,18 @@ UNIT_FIELDS = ("type", "image", "preprocess", "scale", "start", "end", "low_thre
 DEFAULTS = {"type": "none", "image": None, "preprocess": True, "scale": 0.7, "start": 0.0, "end": 0.9,
             "low_threshold": 100, "high_threshold": 200}
 CONTROL_ARGS = """
-        control_type: A ControlNet unit: "none" (default), "canny" (edges), "depth" or "pose"; with "canny", "depth" or "pose", `control_image` is required.
-        control_image: The unit's picture: a photo to make the map from, or the map itself with `control_preprocess` false.
+        control_type: A ControlNet unit: "none" (default), "canny" (edges), "depth" or "pose"; with "canny", "depth" \
+or "pose", `control_image` is required.
+        control_image: The unit's picture: a photo to make the map from, or the map itself \
+with `control_preprocess` false.
         control_preprocess: Make the map from `control_image` (default true); false when it already is a map.
         control_scale: How strongly the map steers the image, 0 to 2 (default 0.7; 0 = as without the unit).
         control_start: The fraction of the steps where the unit starts acting, 0 to 1 (default 0.0).
         control_end: The fraction where it stops, above control_start up to 1 (default 0.9).
         control_low_threshold: Canny's lower threshold, 0 to 255 (default 100).
         control_high_threshold: Canny's upper threshold, at least the lower one, up to 255 (default 200).
-        control_type_2 ... control_high_threshold_2, control_type_3 ... control_high_threshold_3: a second and a third unit, the same parameters with `_2` and `_3` (e.g. depth + pose)."""
+        control_type_2 ... control_high_threshold_2, control_type_3 ... control_high_threshold_3: a second and a \
+third unit, the same parameters with `_2` and `_3` (e.g. depth + pose)."""
 
 
 def type_choices() -> list:

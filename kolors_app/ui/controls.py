@@ -108,8 +108,8 @@ def build_controls(mode: str, limits: Limits, steps: int, guidance: float, promp
     with gr.Row(equal_height=False, elem_classes="studio-main"):
         with gr.Column(scale=5, elem_classes="studio-settings"):
             extra = gr.Column()
-            aspect = gr.Radio([(name, name) for name in ASPECT_PRESETS] + [(i18n("custom"), CUSTOM)], value="1:1", label=i18n("aspect"),
-                              elem_id=f"{mode}-aspect")
+            aspect = gr.Radio([(name, name) for name in ASPECT_PRESETS] + [(i18n("custom"), CUSTOM)], value="1:1",
+                              label=i18n("aspect"), elem_id=f"{mode}-aspect")
             with gr.Row():
                 width = gr.Slider(limits.min_size, limits.max_size, value=1024, step=8, label=i18n("width"),
                                   elem_id=f"{mode}-width")

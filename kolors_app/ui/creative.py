@@ -211,8 +211,10 @@ for _language, _strings in CREATIVE_STRINGS.items():
 
 HIRES_FACTOR = (1.25, 2.0)
 CREATIVE_ARGS = """
-        styles: Style names to apply (styles.csv and the shipped ones, e.g. "Ink wash / 水墨"); none by default. LoRAs go into the prompt as <lora:name:weight>.
-        hires_fix: true for A1111's hires fix: generate at width x height, upscale, then repaint at the larger size (default false).
+        styles: Style names to apply (styles.csv and the shipped ones, e.g. "Ink wash / 水墨"); none by default. \
+LoRAs go into the prompt as <lora:name:weight>.
+        hires_fix: true for A1111's hires fix: generate at width x height, upscale, then repaint at the larger size \
+(default false).
         hires_upscaler: With hires_fix: "Latent" (default), "Lanczos" or a model of the upscalers folder.
         hires_upscale: With hires_fix: the upscale factor, 1.25 to 2 (default 1.5).
         hires_steps: With hires_fix: steps of the second pass; 0 (default) = as the first pass.

@@ -20,10 +20,10 @@ from kolors_app.core.prompts import load_examples
 from kolors_app.ui.api_endpoints import wire_program_endpoint
 from kolors_app.ui.control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
 from kolors_app.ui.creative import creative_accordion, with_creative_part
-from kolors_app.ui.controls import GenerationControls, aspect_for, build_controls, infotext_of, quiet, snapped_size
+from kolors_app.ui.controls import GenerationControls, aspect_for, build_controls, infotext_of, snapped_size
 from kolors_app.ui.i18n import i18n, language, name_of, tr
-from kolors_app.ui.runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames, run_request,
-                     owner_of)
+from kolors_app.ui.runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames,
+                                  run_request, owner_of)
 
 log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.

@@ -51,7 +51,8 @@ STRINGS = {
         "clear": "Clear history",
         "export": "Export JSON",
         "import": "Import JSON",
-        "history_help": "Kept only in this browser (IndexedDB): every image at full size with its parameters, init and reference images. Nothing is sent to the server until you restore an entry.",
+        "history_help": "Kept only in this browser (IndexedDB): every image at full size with its parameters, init and "
+                        "reference images. Nothing is sent to the server until you restore an entry.",
         "png_drop": "Drop a PNG (Kolors Studio or AUTOMATIC1111)",
         "png_parameters": "Parameters",
         "png_restore": "Restore into its tab",
@@ -77,7 +78,8 @@ STRINGS = {
         "control_scale": "Conditioning scale", "control_start": "Start (fraction of steps)",
         "control_end": "End (fraction of steps)", "inpaint": "Inpaint", "inpaint_image": "Image",
         "inpaint_paint": "Paint the mask (white = repaint)", "inpaint_mask": "Mask (white = repaint)",
-        "mask_blur": "Mask blur (px)", "inpaint_area": "Inpaint area", "inpaint_padding": "Padding around the mask (px)",
+        "mask_blur": "Mask blur (px)", "inpaint_area": "Inpaint area",
+        "inpaint_padding": "Padding around the mask (px)",
         "keep_unmasked": "Keep pixels outside the mask exactly", "inpaint_model": "U-Net",
         "outpaint": "Outpaint: extend the canvas (px)", "outpaint_left": "Left", "outpaint_right": "Right",
         "outpaint_up": "Up", "outpaint_down": "Down", "give_again": "Give these images again",
@@ -138,7 +140,8 @@ STRINGS = {
         "clear": "清空历史",
         "export": "导出 JSON",
         "import": "导入 JSON",
-        "history_help": "只保存在本浏览器中（IndexedDB）：每张原尺寸图片及其参数、初始图片和参考图片。恢复一条记录之前，不会向服务器发送任何内容。",
+        "history_help": "只保存在本浏览器中（IndexedDB）：每张原尺寸图片及其参数、初始图片和参考图片。"
+                        "恢复一条记录之前，不会向服务器发送任何内容。",
         "png_drop": "拖入 PNG（可图工作室或 AUTOMATIC1111）",
         "png_parameters": "参数",
         "png_restore": "恢复到对应标签页",
@@ -214,7 +217,8 @@ MESSAGES = {
         "done": "Done: {count} image(s) in {seconds} s · {rate} it/s · seed {seeds}",
         "failed": "Generation failed ({name}). The server is still running; please try again.",
         "oom": "Out of GPU memory, even with the smallest memory plan: try a smaller size or fewer images.",
-        "unavailable": "The model is not available on this server yet; its operator finds the details in the server log.",
+        "unavailable": ("The model is not available on this server yet; its operator finds the details in the "
+                        "server log."),
         "status_model": "Model",
         "title_images": "Images",
         "give_again": "Give these images again: {names}.",
@@ -223,9 +227,10 @@ MESSAGES = {
         "control_map_used": "The map is now the unit's image, with “make the map” off.",
     },
     "zh": {
-        "refused_over_budget": "{field}：此任务的计算量超过本服务器的上限（最多 {max:,.0f} 百万像素·步：尺寸 × 张数 × 步数，"
-                               "含高清修复与 X/Y/Z 单元）。请降低尺寸、张数、步数或单元数。",
-        "refused_over_output_cap": "{field}：此任务生成的图像超过本服务器的上限（最多 {max:,.0f} 百万像素）。请减少或缩小图像。",
+        "refused_over_budget": "{field}：此任务的计算量超过本服务器的上限（最多 {max:,.0f} 百万像素·步："
+                               "尺寸 × 张数 × 步数，含高清修复与 X/Y/Z 单元）。请降低尺寸、张数、步数或单元数。",
+        "refused_over_output_cap": "{field}：此任务生成的图像超过本服务器的上限（最多 {max:,.0f} 百万像素）。"
+                                   "请减少或缩小图像。",
         "title_invalid_input": "输入无效",
         "title_invalid_parameters": "参数无效",
         "title_nothing_selected": "未选择",
@@ -277,7 +282,8 @@ STATUS_ZH = [(re.compile(r"^not loaded"), "未加载"), (re.compile(r"^downloadi
              (re.compile(r"^loading IP-Adapter "), "正在加载 IP-Adapter "),
              (re.compile(r"loading the depth estimator"), "正在加载深度估计模型"),
              (re.compile(r"loading the pose estimator"), "正在加载姿态估计模型"),
-             (re.compile(r"ControlNet depth\b"), "ControlNet 深度"), (re.compile(r"ControlNet pose\b"), "ControlNet 姿态"),
+             (re.compile(r"ControlNet depth\b"), "ControlNet 深度"),
+             (re.compile(r"ControlNet pose\b"), "ControlNet 姿态"),
              (re.compile(r"ControlNet canny\b"), "ControlNet Canny"), (re.compile(r"^loading "), "正在加载 "),
              (re.compile(r"^load failed: "), "加载失败："), (re.compile(r" of (?=[\d.]+ GB)"), " / "),
              (re.compile(r" · last run peak "), " · 上次峰值 "),

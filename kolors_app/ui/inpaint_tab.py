@@ -101,8 +101,8 @@ def inpaint_tab(ctx: AppContext) -> GenerationTab:
                         units=units, restored={f"outpaint_{side}": box for side, box in zip(OUTPAINT_SIDES, sides)})
     image.upload(lambda path: size_of_upload(path, limits), image, [controls.width, controls.height, controls.aspect],
                  queue=False, api_visibility="private")
-    image.change(lambda value: editor_background(limits, value), image, editor, queue=False, preprocess=False, show_progress="hidden",
-                 api_visibility="private")
+    image.change(lambda value: editor_background(limits, value), image, editor, queue=False, preprocess=False,
+                 show_progress="hidden", api_visibility="private")
     tab.examples = _examples(controls, "inpaint")
 
     def inpaint(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,

@@ -87,7 +87,8 @@ def test_outpaint_extends_the_canvas_to_the_right(page, pictures):
     prepare(page, "inpaint", "a wide landscape", seed=22)
     page.locator("#inpaint-outpaint").click()
     expect(page.locator("#inpaint-outpaint-right input[type=number]")).to_be_visible()
-    page.wait_for_timeout(500)  # the accordion mounts its boxes as it opens: type once they are in place, as a user does
+    # The accordion mounts its boxes as it opens: type once they are in place, as a user does.
+    page.wait_for_timeout(500)
     set_number(page, "inpaint-outpaint-right", 64)
     generate(page, "inpaint", 22)
     no_error_toast(page)

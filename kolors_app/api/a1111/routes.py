@@ -73,8 +73,8 @@ def body_limit_of(limits) -> int:
     return limits.max_upload_bytes * 4 // 3 * MAX_IMAGES_PER_BODY + 1024 * 1024
 
 
-def a1111_router(ctx, public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
-                 ) -> APIRouter:
+def a1111_router(ctx, public_message: Callable[[Exception], str] =
+                 lambda error: f"generation failed ({type(error).__name__})") -> APIRouter:
     """Every A1111 route, bound to the app's context (settings, manager, outputs, the job engine).
 
     `public_message` is what a caller may see of a failed run (the app passes the page's own wording).
