@@ -221,6 +221,18 @@ def test_an_mcp_client_that_leaves_stops_its_job(app, stops):
     assert_stopped_soon(ctx, stops, gone["at"])
 
 
+def test_a_plot_whose_page_is_gone_stops(app, stops):
+    _url, blocks, ctx = app
+    plot = handler(blocks, "creative-run-plot", "click")
+    base = ("a fox", "", [], 0.8, [], 1, 30, 5.0, "Euler", 256, 256)
+    running_plot = plot(*base, False, 1.5, "Latent", 0, 0.45, "seed", "1-4", "none", "", "none", "",
+                        request=None, progress=FakeProgress())
+    assert next(running_plot) == (gr.skip(), gr.skip())  # the first step of the first cell
+    gone = time.monotonic()
+    running_plot.close()  # what gradio does when the visitor's page is gone
+    assert_stopped_soon(ctx, stops, gone)
+
+
 def test_the_answers_still_come_after_all_that(app):
     url, _blocks, _ctx = app
     answer = post(url, "/kolors/v1/generate", {"prompt": "still here", "width": 256, "height": 256,
