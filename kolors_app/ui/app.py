@@ -12,7 +12,8 @@ from kolors_app.patches import startup as library_patches
 from kolors_app.metadata.parameters import clean_parameters
 from kolors_app.core.params import ValidationError, images_needed
 from kolors_app.core.schedulers import SCHEDULER_NAMES
-from kolors_app.ui.creative import creative_tab, restore_part
+from kolors_app.ui.creative import creative_tab
+from kolors_app.ui.creative_accordion import restore_part
 from kolors_app.ui.controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image
 from kolors_app.ui.generate_tabs import (GenerationTab, image_to_image_tab, ip_adapter_tab, localized_examples,
                                         text_to_image_tab)

@@ -19,7 +19,7 @@ from kolors_app.core.params import GenerationRequest, InitImage, Reference, Vali
 from kolors_app.core.prompts import load_examples
 from kolors_app.ui.api_endpoints import wire_program_endpoint
 from kolors_app.ui.control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters
-from kolors_app.ui.creative import creative_accordion, with_creative_part
+from kolors_app.ui.creative_accordion import creative_accordion, with_creative_part
 from kolors_app.ui.controls import GenerationControls, aspect_for, build_controls, infotext_of, snapped_size
 from kolors_app.ui.i18n import i18n, language, name_of, tr
 from kolors_app.ui.runner import (AppContext, Frame, PreviewFiles, as_text, finish, progress_line, run_frames,
