@@ -12,7 +12,7 @@ from kolors_app.models import memory
 from kolors_app.core.config import Settings
 from kolors_app.engine.generation import generate
 from kolors_app.models.memory import GiB, LADDER, Features, OutOfGPUMemory, Plan, choose_plan, next_plan, peak_gib
-from kolors_app.core.params import GenerationRequest
+from kolors_app.core.request import GenerationRequest
 from kolors_app.models.pipelines import PipelineManager, TextEncoderOnCPU, loader_arguments, load_kolors
 
 SMALL = dict(width=256, height=256, num_inference_steps=3, guidance_scale=5.0)

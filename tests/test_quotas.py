@@ -8,7 +8,8 @@ import pytest
 
 from kolors_app.core.config import Settings, SettingsError, load_settings
 from kolors_app.serving.http_guard import evict_oldest, host_name
-from kolors_app.core.params import GenerationRequest, ValidationError
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest
 from kolors_app.serving.quotas import DEFAULTS, LoginThrottle, QueueQuota, check_work, resolve, work_of
 
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from kolors_app.creative import xyz
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import ValidationError, request_from_dict
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.schema import request_from_dict
 
 
 @pytest.mark.parametrize("kind, text, values", [

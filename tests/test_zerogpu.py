@@ -7,7 +7,7 @@ import types
 from PIL import Image
 
 from kolors_app.core import zerogpu
-from kolors_app.core.params import GenerationRequest, InitImage, Reference
+from kolors_app.core.request import GenerationRequest, InitImage, Reference
 
 
 def test_decorator_returns_the_function_unchanged_off_spaces(monkeypatch):

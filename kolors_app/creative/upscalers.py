@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kolors_app.core.params import ValidationError
+from kolors_app.core.creative_fields import LATENT
+from kolors_app.core.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPSCALER_DIR = Path("models/upscalers")
 LANCZOS = "Lanczos"
-LATENT = "Latent"
 BUILT_IN = (LATENT, LANCZOS)
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt")
 TILE = 192

@@ -12,7 +12,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from kolors_app.core.config import Settings, on_spaces
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 MEGAPIXEL = 1024 * 1024
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from kolors_app.media.images import resolve_allowed_path, size_for
-from kolors_app.metadata.parameters import clean_parameters
-from kolors_app.core.params import ValidationError, images_needed
+from kolors_app.core.schema import clean_parameters, images_needed
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.ui.creative import creative_tab, restore_part
 from kolors_app.ui.controls import REQUEST_FIELDS, aspect_for, control_updates, image_at, selected_image

@@ -10,13 +10,16 @@ import gradio as gr
 
 from kolors_app.creative import xyz
 from kolors_app.creative.part import final_prompts, tools_for
-from kolors_app.creative.hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
-from kolors_app.creative.lora import restore_loras, split_lora_tags
+from kolors_app.core.creative_fields import DEFAULT_STRENGTH, DEFAULT_UPSCALE, LATENT, HiresFix, LoraChoice
+from kolors_app.core.prompt_syntax import split_lora_tags
+from kolors_app.creative.lora import restore_loras
 from kolors_app.engine.generation import RunControl
 from kolors_app.serving.quotas import resolve
-from kolors_app.core.params import GenerationRequest, ValidationError, request_from_dict, validate
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest
+from kolors_app.core.schema import request_from_dict
+from kolors_app.core.validation import validate
 from kolors_app.core.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from kolors_app.creative.upscalers import LATENT
 from kolors_app.ui.i18n import i18n
 from kolors_app.outputs.result_files import encode_png, write_served_png
 from kolors_app.ui.runner import CREATIVE_PART, AppContext, as_text, run_request, session_of
@@ -53,9 +56,8 @@ def _request(prompt, negative, loras, weight, style_names, seed, steps, guidance
     return GenerationRequest(
         prompt=prompt, negative_prompt=negative, width=int(width), height=int(height),
         num_inference_steps=int(steps), guidance_scale=float(guidance), scheduler=scheduler, seed=int(seed),
-        loras=[{"name": name, "weight": float(weight)} for name in loras or []], styles=list(style_names or []),
-        hires={"upscale": float(upscale), "upscaler": upscaler, "steps": int(hires_steps),
-               "denoising_strength": float(strength)} if hires_on else None)
+        loras=[LoraChoice(name, float(weight)) for name in loras or []], styles=list(style_names or []),
+        hires=HiresFix(float(upscale), upscaler, int(hires_steps), float(strength)) if hires_on else None)
 
 
 def creative_tab(ctx: AppContext) -> dict:
@@ -161,7 +163,7 @@ def creative_tab(ctx: AppContext) -> dict:
         flag = ctx.runs.start(session_of(request))
 
         def run_cell(params):
-            result = ctx.generate(request_from_dict(params), RunControl(stop=flag))
+            result = ctx.generate(request_from_dict(params, ctx.settings.limits), RunControl(stop=flag))
             return None if result.stopped else (result.images[0].image, result.images[0].parameters)
 
         try:
@@ -259,8 +261,8 @@ def part_of(values: list) -> dict:
     # Anything but a list reaches validation as it came, to be refused naming the field.
     part = {"styles": [] if styles is None else list(styles) if isinstance(styles, (list, tuple)) else styles}
     if named.get("hires_fix"):
-        part["hires"] = {"upscale": named["hires_upscale"], "upscaler": named["hires_upscaler"],
-                         "steps": named["hires_steps"], "denoising_strength": named["hires_denoising_strength"]}
+        part["hires"] = HiresFix(named["hires_upscale"], named["hires_upscaler"], named["hires_steps"],
+                                 named["hires_denoising_strength"])
     return part
 
 
