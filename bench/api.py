@@ -319,7 +319,8 @@ def measure_result_path(repeats: int = 5) -> list[dict]:
     from gradio import processing_utils
 
     from kolors_app.outputs.history import OutputStore
-    from kolors_app.metadata.parameters import JSON_KEY, PARAMETERS_KEY, format_parameters, png_info, save_png
+    from kolors_app.metadata.infotext import PARAMETERS_KEY, format_parameters
+    from kolors_app.metadata.png_chunks import JSON_KEY, png_info, save_png
     from kolors_app.outputs.result_files import encode_png, write_served_png
 
     image = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 1024))

@@ -26,7 +26,7 @@ def parameter_bytes_of_tiny() -> dict[str, int]:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from kolors_app.hub.addons import CONTROLNET_REPOS, INPAINTING_REPO
+    from kolors_app.core.addons import CONTROLNET_REPOS, INPAINTING_REPO
     from kolors_app.control.controlnets import controlnet_bytes
     from kolors_app.control.kolors_controlnet import load_controlnet
     from kolors_app.testing.tiny import tiny_model_dir

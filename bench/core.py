@@ -14,7 +14,7 @@ from PIL import Image
 from kolors_app.core.config import Settings
 from kolors_app.models.embeddings import caches_for
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import GenerationRequest, Reference
+from kolors_app.core.request import GenerationRequest, Reference
 from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 from kolors_app.core.schedulers import build_scheduler
 

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(2)
 
-    from kolors_app.core.params import GenerationRequest, validate
+    from kolors_app.core.request import GenerationRequest
+    from kolors_app.core.validation import validate
     from kolors_app.creative import xyz
     from kolors_app.engine.cost import CELL_WORK, MEGAPIXEL
     from kolors_app.engine.engine import Engine

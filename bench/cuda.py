@@ -9,7 +9,7 @@ import torch
 
 from kolors_app.core.config import Settings
 from kolors_app.engine.generation import RunControl, generate
-from kolors_app.core.params import GenerationRequest
+from kolors_app.core.request import GenerationRequest
 
 from .common import Row, median, row
 from .core import PROMPT, Case, loaded_manager

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import GenerationRequest
+from kolors_app.core.request import GenerationRequest
 
 from .common import ROOT, Row, Sample, medians, row, timed
 from .core import PROMPT, loaded_manager, tiny_case

@@ -14,7 +14,7 @@ import webuiapi
 from gradio_http import free_port, wait_until
 from PIL import Image
 
-from kolors_app.metadata.parameters import JSON_KEY, read_image_parameters
+from kolors_app.metadata.png_chunks import JSON_KEY, read_image_parameters
 
 SMALL = dict(width=256, height=256, steps=2)
 

@@ -13,7 +13,7 @@ from PIL import Image
 from bench.common import ForwardCounter
 from kolors_app.models.embeddings import EmbeddingCaches, LRUCache, caches_for
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import GenerationRequest, InitImage, Reference
+from kolors_app.core.request import GenerationRequest, InitImage, Reference
 from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"

@@ -8,7 +8,8 @@ from diffusers import (ControlNetModel, KolorsPipeline, StableDiffusionXLControl
 from PIL import Image, ImageDraw, ImageFilter
 
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
 from kolors_app.models.pipeline_manager import PipelineKey
 from kolors_app.control.preprocessors import canny_map
 

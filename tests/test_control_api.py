@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 from ui_handlers import SMALL, by_id, component, final, gradient, upload
 
-from kolors_app.metadata.parameters import format_parameters, parse_parameters, png_bytes, read_parameters
+from kolors_app.metadata.infotext import format_parameters, parse_parameters
+from kolors_app.metadata.png_chunks import png_bytes, read_parameters
 from kolors_app.ui.app import restore_updates
 from kolors_app.ui.control_units import preview_map, use_map
 from kolors_app.ui.inpaint_tab import painted_mask

@@ -8,11 +8,14 @@ import torch
 from PIL import Image
 from diffusers import KolorsImg2ImgPipeline, KolorsPipeline
 
+from kolors_app.core.creative_fields import HiresFix, LoraChoice
 from kolors_app.creative import part as creative
 from kolors_app.testing import tiny_creative
 from kolors_app.engine.generation import generate
-from kolors_app.metadata.parameters import png_bytes, read_image_parameters
-from kolors_app.core.params import GenerationRequest, InitImage, ValidationError, request_from_dict
+from kolors_app.metadata.png_chunks import png_bytes, read_image_parameters
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest, InitImage
+from kolors_app.core.schema import request_from_dict
 from kolors_app.models.pipeline_manager import PipelineManager
 from test_hires import needs_spandrel
 
@@ -58,7 +61,7 @@ def test_lora_tag_matches_bare_diffusers_in_text_and_image_to_image(own_manager,
     assert saved["loras"][0]["name"] == "tiny-style" and len(saved["loras"][0]["hash"]) == 12
 
     request = GenerationRequest(prompt="a painting", seed=7, init=InitImage(init_image, 0.6),
-                                loras=[{"name": "tiny-style", "weight": 0.8}], **SMALL)
+                                loras=[LoraChoice("tiny-style", 0.8)], **SMALL)
     result = generate(own_manager, request)
     expected = KolorsImg2ImgPipeline.from_pipe(bare)(prompt="a painting", negative_prompt="", image=init_image,
                                                      strength=0.6, generator=torch.Generator().manual_seed(7), **SMALL)
@@ -67,7 +70,7 @@ def test_lora_tag_matches_bare_diffusers_in_text_and_image_to_image(own_manager,
 
 def test_no_lora_after_a_lora_is_the_base_model_again(own_manager, manager):
     request = GenerationRequest(prompt="a blue bird", seed=9, **SMALL)
-    generate(own_manager, dataclasses.replace(request, loras=[{"name": "tiny-kohya", "weight": 1.0}]))
+    generate(own_manager, dataclasses.replace(request, loras=[LoraChoice("tiny-kohya", 1.0)]))
     mine = generate(own_manager, request).images[0].image
     assert np.array_equal(pixels(mine), pixels(generate(manager, request).images[0].image))
 
@@ -76,7 +79,7 @@ def test_unknown_or_foreign_lora_is_refused_with_its_field(own_manager):
     with pytest.raises(ValidationError, match="loras: unknown LoRA 'missing'"):
         generate(own_manager, GenerationRequest(prompt="<lora:missing:1> a cat", seed=1, **SMALL))
     with pytest.raises(ValidationError, match="loras: 'sd15-style'"):
-        generate(own_manager, GenerationRequest(prompt="a cat", seed=1, loras=[{"name": "sd15-style"}], **SMALL))
+        generate(own_manager, GenerationRequest(prompt="a cat", seed=1, loras=[LoraChoice("sd15-style")], **SMALL))
 
 
 def test_styles_and_dynamic_prompts_are_recorded_per_image(own_manager):
@@ -98,7 +101,7 @@ def test_styles_and_dynamic_prompts_are_recorded_per_image(own_manager):
 
 @pytest.mark.parametrize("upscaler", ["Latent", pytest.param("tiny-esrgan-4x", marks=needs_spandrel)])
 def test_hires_fix_through_generate_and_back_from_the_png(own_manager, upscaler):
-    hires = {"upscale": 1.5, "upscaler": upscaler, "steps": 4, "denoising_strength": 0.5}
+    hires = HiresFix(upscale=1.5, upscaler=upscaler, steps=4, denoising_strength=0.5)
     result = generate(own_manager, GenerationRequest(prompt="a lighthouse", seed=3, hires=hires, **SMALL))
     image = result.images[0]
     assert image.image.size == (384, 384)
@@ -107,7 +110,7 @@ def test_hires_fix_through_generate_and_back_from_the_png(own_manager, upscaler)
     restored = request_from_dict(text.parameters)
     assert restored.hires == hires and restored.width == 256
     # The A1111 text alone restores it as well.
-    from kolors_app.metadata.parameters import format_parameters, parse_parameters
+    from kolors_app.metadata.infotext import format_parameters, parse_parameters
 
     line = format_parameters(image.parameters)
     assert f"Hires upscale: 1.5, Hires steps: 4, Hires upscaler: {upscaler}, Denoising strength: 0.5" in line
@@ -117,19 +120,19 @@ def test_hires_fix_through_generate_and_back_from_the_png(own_manager, upscaler)
 
 def test_hires_fix_is_refused_beyond_the_size_limit_and_for_init_images(own_manager, init_image):
     with pytest.raises(ValidationError, match="hires_upscale: 4x of 1024x1024"):
-        generate(own_manager, GenerationRequest(prompt="a", seed=1, width=1024, height=1024, hires={"upscale": 4}))
+        generate(own_manager, GenerationRequest(prompt="a", seed=1, width=1024, height=1024, hires=HiresFix(upscale=4)))
     with pytest.raises(ValidationError, match="hires_upscaler: unknown upscaler 'nope'"):
-        generate(own_manager, GenerationRequest(prompt="a", seed=1, hires={"upscaler": "nope"}, **SMALL))
+        generate(own_manager, GenerationRequest(prompt="a", seed=1, hires=HiresFix(upscaler="nope"), **SMALL))
     with pytest.raises(ValidationError, match="hires: the hires fix applies to text-to-image"):
         generate(own_manager, GenerationRequest(prompt="a", seed=1, init=InitImage(init_image, 0.5),
-                                                hires={"upscale": 1.5}, **SMALL))
+                                                hires=HiresFix(upscale=1.5), **SMALL))
 
 
 def test_lora_hashes_in_the_png_and_restore_notes(own_manager):
-    result = generate(own_manager, GenerationRequest(prompt="a cat", seed=2, loras=[{"name": "tiny-kohya", "weight": 0.7}],
+    result = generate(own_manager, GenerationRequest(prompt="a cat", seed=2, loras=[LoraChoice("tiny-kohya", 0.7)],
                                                      **SMALL))
     params = result.images[0].parameters
-    from kolors_app.metadata.parameters import format_parameters, parse_parameters
+    from kolors_app.metadata.infotext import format_parameters, parse_parameters
 
     line = format_parameters(params)
     short = params["loras"][0]["hash"]
@@ -147,7 +150,7 @@ def test_lora_with_inpainting_matches_bare_diffusers(own_manager, folders, init_
     from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from PIL import ImageDraw
 
-    from kolors_app.core.params import Inpaint
+    from kolors_app.core.request import Inpaint
 
     mask = Image.new("L", (256, 256))
     ImageDraw.Draw(mask).rectangle([64, 64, 191, 191], fill=255)

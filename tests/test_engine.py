@@ -7,7 +7,10 @@ import pytest
 from PIL import Image
 
 from kolors_app.core.config import Limits, Settings
-from kolors_app.core.params import GenerationRequest, InitImage, ValidationError, request_from_dict, validate
+from kolors_app.core.request import GenerationRequest, InitImage
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.schema import request_from_dict
+from kolors_app.core.validation import validate
 from kolors_app.creative import xyz
 from kolors_app.engine.cost import CELL_WORK, Budget, check_budget, job_cost
 from kolors_app.engine.engine import Engine, EngineLimits, QueueFull

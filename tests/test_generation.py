@@ -12,7 +12,8 @@ from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
 from kolors_app.engine.generation import RunControl, batch_seeds, generate
-from kolors_app.core.params import GenerationRequest, InitImage, Reference, ValidationError
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest, InitImage, Reference
 from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"

@@ -5,11 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from kolors_app.creative import hires
-from kolors_app.testing import tiny_creative
-from kolors_app.creative import upscalers
 from kolors_app.core.config import Limits
-from kolors_app.core.params import ValidationError
+from kolors_app.core.creative_fields import HiresFix, hires_target_size
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest
+from kolors_app.core.validation import validate
+from kolors_app.creative import hires
+from kolors_app.creative import upscalers
+from kolors_app.metadata.creative_infotext import hires_from_infotext, hires_infotext
+from kolors_app.testing import tiny_creative
 from kolors_app.testing.tiny_presets import KOLORS_REPO
 
 
@@ -72,25 +76,31 @@ def test_bad_upscaler_inputs_name_the_field(library, init_image):
 
 def test_hires_settings_are_checked_against_the_limits(library):
     limits = Limits(max_size=1024)
-    assert hires.check_hires({"upscale": 1.5}, 512, 512, 20, limits, library) == hires.HiresFix(upscale=1.5)
+
+    def checked(**settings):
+        request = GenerationRequest("a fox", width=512, height=512, num_inference_steps=20, hires=HiresFix(**settings))
+        return validate(request, limits).hires
+
+    assert checked(upscale=1.5) == HiresFix(upscale=1.5)
+    assert isinstance(checked(upscale=2).upscale, float)
     with pytest.raises(ValidationError, match="hires_upscale: 2.5x of 512x512 is 1280x1280, above the 1024 px"):
-        hires.check_hires({"upscale": 2.5}, 512, 512, 20, limits, library)
+        checked(upscale=2.5)
     with pytest.raises(ValidationError, match="hires_upscaler: unknown upscaler"):
-        hires.check_hires({"upscaler": "nope"}, 512, 512, 20, limits, library)
+        library.check(checked(upscaler="nope").upscaler, "hires_upscaler")
     with pytest.raises(ValidationError, match="hires_denoising_strength"):
-        hires.check_hires({"denoising_strength": 0}, 512, 512, 20, limits, library)
-    assert hires.target_size(256, 384, 1.25, limits) == (320, 480)
+        checked(denoising_strength=0)
+    assert hires_target_size(256, 384, 1.25, limits) == (320, 480)
 
 
 def test_infotext_round_trip_with_a1111_latent_spelling():
-    fix = hires.HiresFix(upscale=2.0, upscaler="tiny-esrgan-4x", steps=10, denoising_strength=0.4)
-    labels = {key: str(value) for key, value in hires.infotext(fix).items()}
+    fix = HiresFix(upscale=2.0, upscaler="tiny-esrgan-4x", steps=10, denoising_strength=0.4)
+    labels = {key: str(value) for key, value in hires_infotext(fix).items()}
     assert labels == {"Hires upscale": "2.0", "Hires steps": "10", "Hires upscaler": "tiny-esrgan-4x",
                       "Denoising strength": "0.4"}
-    assert hires.from_infotext(labels) == fix.to_dict()
-    assert hires.from_infotext({"Hires upscale": "1.5", "Hires upscaler": "Latent (bicubic antialiased)"})["upscaler"] \
+    assert hires_from_infotext(labels) == fix.to_dict()
+    assert hires_from_infotext({"Hires upscale": "1.5", "Hires upscaler": "Latent (bicubic antialiased)"})["upscaler"] \
         == "Latent"
-    assert hires.from_infotext({"Steps": "20"}) is None
+    assert hires_from_infotext({"Steps": "20"}) is None
 
 
 @pytest.mark.parametrize("upscaler", ["Latent", pytest.param("tiny-esrgan-4x", marks=needs_spandrel)])
@@ -99,10 +109,10 @@ def test_hires_fix_equals_the_two_diffusers_passes(tiny_dir, library, upscaler):
 
     pipe = KolorsPipeline.from_pretrained(tiny_dir / KOLORS_REPO)
     img2img = KolorsImg2ImgPipeline.from_pipe(pipe)
-    fix = hires.HiresFix(upscale=1.5, upscaler=upscaler, steps=4, denoising_strength=0.5)
+    fix = HiresFix(upscale=1.5, upscaler=upscaler, steps=4, denoising_strength=0.5)
     base = dict(prompt="a red fox", num_inference_steps=3, width=256, height=256)
     first = pipe(**base, generator=[torch.Generator().manual_seed(7)], output_type=hires.first_pass_output_type(fix))
-    size = hires.target_size(256, 256, fix.upscale, Limits())
+    size = hires_target_size(256, 256, fix.upscale, Limits())
     out = hires.second_pass(img2img, first, fix, size, base, 3, [7], library).images[0]
     assert out.size == (384, 384)
     # The same by hand: first pass, upscale, image-to-image with the same seed.

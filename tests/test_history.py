@@ -17,8 +17,8 @@ from PIL import Image
 from kolors_app.core.config import Limits
 from kolors_app.outputs.history import (MAX_THUMBNAIL_CHARS, OutputStore, add_entry, clear, delete, export_json,
                                 import_json, make_entry, make_thumbnail, sanitize_history, search, validate_entry)
-from kolors_app.metadata.parameters import read_parameters
-from kolors_app.core.params import ValidationError
+from kolors_app.metadata.png_chunks import read_parameters
+from kolors_app.core.errors import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = {"mode": "text_to_image", "prompt": "a red fox", "negative_prompt": "", "width": 1024, "height": 1024,

@@ -20,8 +20,8 @@ from PIL import Image
 
 from kolors_app.core.config import Limits
 from kolors_app.media.images import load_image, size_for
-from kolors_app.metadata.parameters import read_image_parameters
-from kolors_app.core.params import ValidationError
+from kolors_app.metadata.png_chunks import read_image_parameters
+from kolors_app.core.errors import ValidationError
 
 # Each of these asked Pillow for far more than its size: 2000 tags x 1 MB = 2 GB of copies, thousands of scans.
 BOMBS = {

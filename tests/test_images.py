@@ -14,7 +14,7 @@ from PIL import Image
 from kolors_app.media import images
 from kolors_app.core.config import Limits
 from kolors_app.media.images import decode_data_url, load_image, to_rgb
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 LIMITS = Limits()
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)

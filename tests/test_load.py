@@ -7,7 +7,7 @@ from gradio_client import Client
 from gradio_client.utils import QueueError
 from gradio_http import small
 
-from kolors_app.metadata.parameters import read_parameters
+from kolors_app.metadata.png_chunks import read_parameters
 
 
 def test_sixteen_visitors_at_once_each_get_their_own_answer_or_queue_full(live_app, capsys):

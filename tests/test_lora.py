@@ -5,7 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.prompt_syntax import split_lora_tags
+from kolors_app.core.schema import read_lora_choices
 from kolors_app.creative import lora
+from kolors_app.metadata.creative_infotext import lora_hashes_text, parse_lora_hashes
 from kolors_app.testing import tiny_creative
 from kolors_app.models.embeddings import EmbeddingCaches
 from kolors_app.testing.hub_cache import install_repo
@@ -45,10 +49,10 @@ def has_lora_layers(pipe) -> bool:
 
 
 def test_prompt_tags_are_removed_and_parsed():
-    text, choices = lora.split_lora_tags("<lora:tiny-style:0.8> 一只猫, <lora:owner/repo> in snow")
+    text, choices = split_lora_tags("<lora:tiny-style:0.8> 一只猫, <lora:owner/repo> in snow")
     assert text == "一只猫, in snow"
     assert choices == [lora.LoraChoice("tiny-style", 0.8), lora.LoraChoice("owner/repo", 1.0)]
-    assert lora.split_lora_tags("no tags") == ("no tags", [])
+    assert split_lora_tags("no tags") == ("no tags", [])
 
 
 def test_folder_scan_search_and_refresh(lora_dir):
@@ -64,8 +68,8 @@ def test_folder_scan_search_and_refresh(lora_dir):
 
 
 def test_bad_choices_name_the_field():
-    with pytest.raises(lora.LoraError, match="loras: weight of 'a' must be a number from -4.0 to 4.0"):
-        lora.check_choices([{"name": "a", "weight": 9}])
+    with pytest.raises(ValidationError, match="loras.0.weight: must be from -4 to 4, got 9"):
+        read_lora_choices([{"name": "a", "weight": 9}])
     with pytest.raises(lora.LoraError, match="loras: unknown LoRA 'nope'"):
         lora.LoraLibrary("/nonexistent").get("nope")
 
@@ -192,10 +196,10 @@ def test_hashes_written_and_restored_by_name_or_hash(lora_dir, tmp_path):
     library = lora.LoraLibrary(lora_dir)
     style = library.get("tiny-style")
     applied = [lora.AppliedLora("tiny-style", 0.8, style.hash, False)]
-    text = lora.lora_hashes_text(applied)
+    text = lora_hashes_text([(item.name, item.hash) for item in applied])
     assert text == f"tiny-style: {style.hash}" and len(style.hash) == 12
-    assert lora.parse_lora_hashes(f'"{text}, gone: 0123456789ab"') == [("tiny-style", style.hash),
-                                                                       ("gone", "0123456789ab")]
+    assert parse_lora_hashes(f'"{text}, gone: 0123456789ab"') == [("tiny-style", style.hash),
+                                                                  ("gone", "0123456789ab")]
     found, notes = lora.restore_loras(library, [{"name": "renamed", "hash": style.hash, "weight": 0.8},
                                                 {"name": "gone", "hash": "0123456789ab"}])
     assert found == [{"name": "tiny-style", "weight": 0.8}]

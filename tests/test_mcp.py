@@ -11,7 +11,7 @@ import pytest
 from gradio_http import free_port
 from PIL import Image
 
-from kolors_app.metadata.parameters import read_image_parameters
+from kolors_app.metadata.png_chunks import read_image_parameters
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from kolors_app.models import memory
 from kolors_app.core.config import Settings
 from kolors_app.engine.generation import generate
 from kolors_app.models.memory import GiB, LADDER, Features, OutOfGPUMemory, Plan, choose_plan, next_plan, peak_gib
-from kolors_app.core.params import GenerationRequest
+from kolors_app.core.request import GenerationRequest
 from kolors_app.models.loading import load_kolors, loader_arguments
 from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.models.text_encoder import TextEncoderOnCPU

@@ -8,11 +8,12 @@ import time
 import pytest
 from PIL import Image, PngImagePlugin
 
-from kolors_app.metadata import parameters as metadata
-from kolors_app.metadata.parameters import (JSON_KEY, PARAMETERS_KEY, clean_parameters, format_parameters, parse_parameters,
-                                 png_bytes, read_image_parameters, read_parameters, save_png,
-                                 scheduler_from_a1111, split_parameters)
-from kolors_app.core.params import ValidationError, request_from_dict
+from kolors_app.metadata import png_chunks
+from kolors_app.core.schema import clean_parameters, request_from_dict
+from kolors_app.metadata.infotext import (PARAMETERS_KEY, format_parameters, parse_parameters, scheduler_from_a1111,
+                                          split_parameters)
+from kolors_app.metadata.png_chunks import JSON_KEY, png_bytes, read_image_parameters, read_parameters, save_png
+from kolors_app.core.errors import ValidationError
 
 # What AUTOMATIC1111 v1.10 writes for a txt2img run with Hires fix and a LoRA (hand-written, realistic).
 A1111_HIRES = (
@@ -154,7 +155,8 @@ def test_real_a1111_hires_text():
         "scheduler": "DPM++ 2M Karras", "model": "sd_xl_base_1.0", "mode": "text_to_image", "num_images": 1,
         # Denoising strength there belongs to the Hires pass (kolors_app/creative/part.py), not to an img2img.
         "hires_upscale": 1.5, "hires_steps": 15, "hires_upscaler": "4x-UltraSharp", "hires_denoising_strength": 0.45,
-        "loras": [{"name": "add_detail", "weight": 0.6, "hash": "7c6bad76eb54"}, {"name": "b", "weight": 1.0, "hash": "2"}]}
+        "loras": [{"name": "add_detail", "weight": 0.6, "hash": "7c6bad76eb54"},
+                  {"name": "b", "weight": 1.0, "hash": "2"}]}
     assert not any("Hires" in note for note in parsed.warnings)
 
 
@@ -345,7 +347,7 @@ def test_save_png_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(metadata.os, "replace", broken_replace)
+    monkeypatch.setattr(png_chunks.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         save_png(Image.new("RGB", (8, 8), "red"), {**T2I, "seed": 7}, path)
     assert path.read_bytes() == before

@@ -4,8 +4,10 @@ import pytest
 from PIL import Image
 
 from kolors_app.core.config import Limits
-from kolors_app.core.params import (ControlUnit, GenerationRequest, InitImage, Inpaint, Reference, ValidationError,
-                               request_from_dict, validate)
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
+from kolors_app.core.schema import request_from_dict
+from kolors_app.core.validation import validate
 
 LIMITS = Limits()
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from kolors_app.media import png_encoder
-from kolors_app.metadata.parameters import png_info, read_parameters
+from kolors_app.metadata.png_chunks import png_info, read_parameters
 
 
 def noisy(mode: str, width: int, height: int, seed: int = 0) -> Image.Image:

@@ -63,7 +63,7 @@ def test_the_rest_route_example(readme_app, tmp_path, monkeypatch, capsys):
     assert found["answer"].status_code == 200 and capsys.readouterr().out.strip() == "7"
     from PIL import Image
 
-    from kolors_app.metadata.parameters import read_image_parameters
+    from kolors_app.metadata.png_chunks import read_image_parameters
 
     stored = read_image_parameters(Image.open(tmp_path / "cat.png")).parameters
     assert stored["seed"] == 7 and stored["scheduler"] == "DPM++ 2M Karras"

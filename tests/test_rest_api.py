@@ -13,8 +13,8 @@ from gradio_http import free_port
 from PIL import Image
 
 from kolors_app.engine.generation import generate
-from kolors_app.metadata.parameters import JSON_KEY
-from kolors_app.core.params import GenerationRequest
+from kolors_app.metadata.png_chunks import JSON_KEY
+from kolors_app.core.request import GenerationRequest
 
 SMALL = {"width": 256, "height": 256, "num_inference_steps": 2}
 PNG = {"Accept": "image/png"}

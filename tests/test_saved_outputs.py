@@ -13,7 +13,7 @@ from gradio_http import SMALL, free_port, small, stop_process, wait_until
 from PIL import Image
 
 from kolors_app.outputs.history import OutputStore
-from kolors_app.metadata.parameters import read_parameters
+from kolors_app.metadata.png_chunks import read_parameters
 
 
 def check_outputs(folder: Path) -> list[dict]:

@@ -10,8 +10,8 @@ from PIL import Image
 
 from kolors_app.testing import tiny_creative
 from kolors_app.engine.generation import generate
-from kolors_app.creative.hires import HiresFix
-from kolors_app.core.params import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
+from kolors_app.core.creative_fields import HiresFix
+from kolors_app.core.request import ControlUnit, GenerationRequest, InitImage, Inpaint, Reference
 from kolors_app.models.pipeline_manager import PipelineManager
 
 REPO = "Kwai-Kolors/Kolors-diffusers"

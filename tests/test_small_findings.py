@@ -7,8 +7,11 @@ import pytest
 
 from kolors_app.core.config import Limits
 from kolors_app.outputs.history import make_entry, validate_entry
-from kolors_app.metadata.parameters import parse_parameters, read_image_parameters
-from kolors_app.core.params import GenerationRequest, ValidationError, validate
+from kolors_app.metadata.infotext import parse_parameters
+from kolors_app.metadata.png_chunks import read_image_parameters
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest
+from kolors_app.core.validation import validate
 
 
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt"])

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import app  # imports kolors_app.core.zerogpu first, as on a Space
     from kolors_app.core.config import Settings
-    from kolors_app.core.params import GenerationRequest
+    from kolors_app.core.request import GenerationRequest
     from kolors_app.launch import build
     blocks, ctx = build(Settings(model="tiny", device="cpu", save_outputs=False))
     result = ctx.generate(GenerationRequest(prompt="a kite", width=256, height=256, num_inference_steps=2,

@@ -2,9 +2,10 @@
 
 import pytest
 
+from kolors_app.core.prompt_syntax import check_choice_syntax
 from kolors_app.creative import dynamic_prompts
 from kolors_app.creative import styles
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 A1111_CSV = '''name,prompt,negative_prompt
 "Wrapped","best quality, {prompt}, masterpiece","lowres"
@@ -71,4 +72,4 @@ def test_nested_choices_and_placeholders():
 
 def test_unbalanced_braces_are_refused():
     with pytest.raises(ValidationError, match="prompt: has unbalanced"):
-        dynamic_prompts.check("a {red|blue fox")
+        check_choice_syntax("a {red|blue fox")

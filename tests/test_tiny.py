@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
 from kolors_app.core.config import Settings
-from kolors_app.hub.addons import INPAINTING_REPO
+from kolors_app.core.addons import INPAINTING_REPO
 from kolors_app.hub.sources import WeightSources
 from kolors_app.testing import tiny, tiny_kolors
 from kolors_app.testing.tiny_presets import IP_ADAPTER_REPO, IP_ADAPTER_REVISION, IP_ADAPTER_WEIGHT_NAME, KOLORS_REPO

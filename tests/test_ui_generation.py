@@ -14,8 +14,8 @@ from PIL import Image
 from ui_handlers import ENDPOINTS, SMALL, FakeProgress, final, gallery_files, gradient, handler, upload
 
 from kolors_app.engine.generation import generate
-from kolors_app.metadata.parameters import read_image_parameters
-from kolors_app.core.params import GeneratedImage, GenerationResult, GenerationRequest
+from kolors_app.metadata.png_chunks import read_image_parameters
+from kolors_app.core.request import GeneratedImage, GenerationRequest, GenerationResult
 from kolors_app.ui.i18n import STRINGS
 from kolors_app.ui.runner import AppContext, finish, run_request
 

@@ -5,7 +5,7 @@ import uuid
 
 from gradio_http import Raw, small, wait_until
 
-from kolors_app.metadata.parameters import read_parameters
+from kolors_app.metadata.png_chunks import read_parameters
 
 HOSTILE_TEXT = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 

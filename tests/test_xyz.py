@@ -8,7 +8,8 @@ from PIL import Image
 
 from kolors_app.creative import xyz
 from kolors_app.engine.generation import generate
-from kolors_app.core.params import ValidationError, request_from_dict
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.schema import request_from_dict
 
 
 @pytest.mark.parametrize("kind, text, values", [
@@ -49,13 +50,15 @@ def test_a_grid_image_is_bounded_and_so_is_the_number_of_cells():
 
 def test_cells_apply_every_axis_kind():
     base = {"prompt": "a red fox", "negative_prompt": "", "seed": 5, "loras": [{"name": "a", "weight": 1.0}],
-            "hires": {"upscale": 1.5, "denoising_strength": 0.4}}
+            "hires_upscale": 1.5, "hires_denoising_strength": 0.4}
     axes = [xyz.Axis("prompt_sr", ["red", "blue"]), xyz.Axis("lora_weight", [0.2, 0.6]),
             xyz.Axis("hires_strength", [0.3])]
     cells = xyz.plan_cells(base, axes)
     assert [(c.x, c.y, c.params["prompt"], c.params["loras"][0]["weight"]) for c in cells] == [
         (0, 0, "a red fox", 0.2), (1, 0, "a blue fox", 0.2), (0, 1, "a red fox", 0.6), (1, 1, "a blue fox", 0.6)]
-    assert all(c.params["hires"]["denoising_strength"] == 0.3 for c in cells)
+    assert all(c.params["hires_denoising_strength"] == 0.3 for c in cells)
+    with pytest.raises(ValidationError, match="needs the hires fix turned on"):
+        xyz.plan_cells({"seed": 5}, [xyz.Axis("hires_strength", [0.3])])
     assert base["loras"][0]["weight"] == 1.0  # the base request is not changed
 
 

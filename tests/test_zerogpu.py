@@ -7,7 +7,7 @@ import types
 from PIL import Image
 
 from kolors_app.core import zerogpu
-from kolors_app.core.params import GenerationRequest, InitImage, Reference
+from kolors_app.core.request import GenerationRequest, InitImage, Reference
 from kolors_app.engine.cost import MAX_SECONDS, MIN_SECONDS, gpu_seconds, job_cost
 from kolors_app.engine.jobs import GENERATE, LOCAL_OWNER, Job
 

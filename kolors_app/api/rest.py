@@ -4,8 +4,9 @@ For programs that want nothing between them and the model: no queue protocol, no
 fetch afterwards. The body is the flat parameters every image carries in its JSON chunk (the names of the
 gradio endpoints; `mode` may be left out: the images given decide it), images as base64 under their own
 names. The answer is the PNG itself (with `Accept: image/png` and one image) or JSON with the PNGs in base64.
-Its jobs go to the app's one job engine (kolors_app/engine/) like every other entrance's: the same
-validation, budget, owner quotas and GPU slot: a bad value is HTTP 422 naming the field, before any model work.
+Its jobs go to the app's one job engine (kolors_app/engine/) like every other entrance's: the same schema,
+validation, budget, owner quotas and GPU slot: a bad value is HTTP 422 naming the field, with its code and what
+is allowed, before any model work.
 """
 
 from __future__ import annotations
@@ -22,19 +23,16 @@ from fastapi.responses import JSONResponse, Response
 from kolors_app.api.a1111.payloads import decode_image
 from kolors_app.api.a1111.routes import body_limit_of, read_json
 from kolors_app.api.waiting import credentials_check, error_response, outcome_of, owner_dependency, refusal_response
-from kolors_app.core.params import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage,
-                                    ValidationError, control_name, parameter_kinds, request_from_dict)
-from kolors_app.creative.part import HIRES_KEYS
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import (MAX_CONTROL_UNITS, MODE_DEFAULTS, MODES, GenerationResult, InitImage, Reference,
+                                     control_name)
+from kolors_app.core.schema import parameter_names, request_from_dict
 from kolors_app.engine.engine import QueueFull
 from kolors_app.engine.jobs import GENERATE, REST, Job, Owner
 from kolors_app.outputs.result_files import encode_png
 
 log = logging.getLogger(__name__)
 PATH = "/kolors/v1/generate"
-CREATIVE_KEYS = ("styles", "loras", *HIRES_KEYS.values())
-# Written into every image's JSON (the model, the prompts after styles and dynamic prompts), accepted so that an
-# image's JSON can be posted back, and ignored: they follow from the rest.
-RECORDED_KEYS = ("model", "final_prompt", "final_negative_prompt")
 CONTROL_IMAGES = tuple(control_name("image", index) for index in range(MAX_CONTROL_UNITS))
 
 
@@ -50,30 +48,25 @@ def implied_mode(body: dict) -> str:
 def image_fields(mode: str) -> tuple[str, ...]:
     """The image parameters a mode takes (besides the ControlNet units' images)."""
     return {"text_to_image": (), "image_to_image": ("image",), "ip_adapter": ("ip_adapter_image", "image"),
-            "inpaint": ("image", "mask")}[mode] + CONTROL_IMAGES
+            "inpaint": ("image", "mask", "ip_adapter_image")}[mode] + CONTROL_IMAGES
 
 
 def request_of(body: Any, limits):
     """The core's request for a body, its images decoded safely (sizes checked first); not yet validated."""
     if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object of parameters")
+        raise ValidationError("body", "must be a JSON object of parameters", "wrong_type")
     mode = body.get("mode") or implied_mode(body)
+    parameters = {**{name: value for name, value in body.items() if name not in CONTROL_IMAGES}, "mode": mode}
     if mode not in MODES:
-        raise ValidationError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
+        request_from_dict(parameters, limits)  # refused naming `mode`, as by every reader
     images = image_fields(mode)
-    known = {"mode", *parameter_kinds(mode), *CREATIVE_KEYS, *RECORDED_KEYS, *images}
+    known = {*parameter_names(mode), *images}
     for name in body:
         if name not in known:
-            raise ValidationError(name, f"is not a parameter of {mode}; the parameters are {', '.join(sorted(known))}")
-    loras = body.get("loras", [])
-    if not isinstance(loras, list) or not all(isinstance(item, dict) and isinstance(item.get("name"), str)
-                                              for item in loras):
-        raise ValidationError("loras", "must be a list of {name, weight} objects (or <lora:name:weight> in the prompt)")
-    names = body.get("styles", [])
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValidationError("styles", "must be a list of style names")
-    request = request_from_dict({**{name: value for name, value in body.items() if name not in images},
-                                 "mode": mode})
+            raise ValidationError(name, f"is not a parameter of {mode}; the parameters are {', '.join(sorted(known))}",
+                                  "unknown_field", sorted(known))
+    # The schema checks every value (types, ranges); validate() then checks the images and what parts need.
+    request = request_from_dict({name: value for name, value in parameters.items() if name not in images}, limits)
     if "image" in body:
         if request.init is None:  # IP-Adapter with an init image but no strength of its own
             request.init = InitImage(strength=MODE_DEFAULTS[mode]["strength"])
@@ -81,6 +74,7 @@ def request_of(body: Any, limits):
     if "mask" in body and request.inpaint is not None:
         request.inpaint.mask = decode_image(body["mask"], "mask", limits)
     if "ip_adapter_image" in body:
+        request.reference = request.reference or Reference()  # inpainting with a reference: the default scale
         request.reference.image = decode_image(body["ip_adapter_image"], "ip_adapter_image", limits)
     typed = [index for index in range(MAX_CONTROL_UNITS)
              if body.get(control_name("type", index), "none") not in (None, "none")]
@@ -93,8 +87,8 @@ def request_of(body: Any, limits):
     return request
 
 
-def native_router(ctx, public_message: Callable[[Exception], str] = lambda error: f"generation failed ({type(error).__name__})"
-                  ) -> APIRouter:
+def native_router(ctx, public_message: Callable[[Exception], str] = lambda error: (
+                      f"generation failed ({type(error).__name__})")) -> APIRouter:
     """The route, bound to the app's context; its jobs go to the app's one job engine."""
     settings, limits = ctx.settings, ctx.settings.limits
     router = APIRouter(dependencies=[Depends(credentials_check(settings))])

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 from kolors_app.engine.engine import JobHandle
 from kolors_app.engine.jobs import JobOutcome, Owner
 from kolors_app.serving.owners import api_owner

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from kolors_app.hub import downloads
-from kolors_app.hub.addons import PATTERNS
+from kolors_app.core.addons import PATTERNS
 
 log = logging.getLogger(__name__)
 # How many ControlNets stay loaded when no budget in bytes is known (CPU, MPS): the three types.

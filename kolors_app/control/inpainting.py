@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from kolors_app.core.params import Inpaint
+from kolors_app.core.request import Inpaint
 
 # diffusers' padding_mask_crop needs a margin; A1111's default "only masked padding" is 32 px.
 SIZE_MULTIPLE = 8

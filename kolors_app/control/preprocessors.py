@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from kolors_app.hub import downloads
-from kolors_app.hub.addons import DEPTH_REPO, PATTERNS, POSE_REPO
+from kolors_app.core.addons import DEPTH_REPO, PATTERNS, POSE_REPO
 
 # OpenPose's 18-point body (COCO's 17 plus a neck between the shoulders) and its limb colours.
 COCO_TO_OPENPOSE = [0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]

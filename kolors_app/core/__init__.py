@@ -1,1 +1,1 @@
-"""Settings, the request and its parts, their validation, schedulers: plain Python, no gradio."""
+"""Settings, the request and its parts (typed), the one schema of its flat parameters, errors, schedulers."""

@@ -1,15 +1,14 @@
-"""Dynamic prompts: `{red|blue|green}` becomes one choice per image, drawn from the image's seed."""
+"""Dynamic prompts: `{red|blue|green}` becomes one choice per image, drawn from the image's seed.
+
+The syntax is checked with the request (core/prompt_syntax.py); this module draws the choices.
+"""
 
 from __future__ import annotations
 
 import random
-import re
 
-from kolors_app.core.params import ValidationError
-
-# The innermost group holding a `|`; `{prompt}` (a style placeholder) has none and is left alone.
-CHOICE = re.compile(r"\{([^{}]*\|[^{}]*)\}")
-MAX_GROUPS = 64
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.prompt_syntax import CHOICE, MAX_GROUPS
 
 
 def has_choices(text: str) -> bool:
@@ -27,19 +26,3 @@ def resolve(text: str, seed: int) -> str:
         options = match.group(1).split("|")
         text = text[:match.start()] + rng.choice(options).strip() + text[match.end():]
     raise ValidationError("prompt", f"has more than {MAX_GROUPS} {{a|b}} groups")
-
-
-def check(text: str, field_name: str = "prompt") -> None:
-    """Refuse an unbalanced brace in a prompt that uses choices, naming the field."""
-    if "|" not in (text or "") or not ({"{", "}"} & set(text)):
-        return
-    depth = 0
-    for char in text:
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if depth < 0:
-            break
-    if depth:
-        raise ValidationError(field_name, "has unbalanced { } in its {a|b} choices")
-    count = text.count("|")
-    if count > MAX_GROUPS * 8:
-        raise ValidationError(field_name, f"has {count} choices; at most {MAX_GROUPS * 8}")

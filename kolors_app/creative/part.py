@@ -1,4 +1,4 @@
-"""The creative part of a request (LoRAs, styles, dynamic prompts, hires fix): values, checks, and its run."""
+"""The creative part of a request at run time (LoRAs, styles, dynamic prompts, hires fix): its libraries and its run."""
 
 from __future__ import annotations
 
@@ -10,80 +10,16 @@ from typing import Any
 
 import torch
 
+from kolors_app.core.creative_fields import LoraChoice, hires_target_size
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.prompt_syntax import split_lora_tags
+from kolors_app.core.request import GenerationRequest
+from kolors_app.core.schema import read_lora_choices
 from kolors_app.creative import dynamic_prompts
 from kolors_app.creative import hires
 from kolors_app.creative import lora
 from kolors_app.creative import styles
-from kolors_app.core.params import ValidationError
 from kolors_app.creative.upscalers import UpscalerLibrary
-
-HIRES_KEYS = {"upscale": "hires_upscale", "steps": "hires_steps", "upscaler": "hires_upscaler",
-              "denoising_strength": "hires_denoising_strength"}
-
-
-# --- the request's fields as flat parameters (params.py, metadata.py) ---
-
-def request_values(request) -> dict[str, Any]:
-    """The creative fields of a request as flat JSON values (only those in use)."""
-    values: dict[str, Any] = {}
-    if request.styles:
-        values["styles"] = list(request.styles)
-    if request.loras:
-        values["loras"] = [{"name": c.name, "weight": c.weight} if isinstance(c, lora.LoraChoice) else dict(c)
-                           for c in request.loras]
-    if request.hires is not None:
-        fix = request.hires if isinstance(request.hires, hires.HiresFix) else hires.HiresFix(**request.hires)
-        values.update({HIRES_KEYS[key]: value for key, value in fix.to_dict().items()})
-    return values
-
-
-def read_values(request, given: dict[str, Any]) -> None:
-    """Set a request's creative fields from flat parameters."""
-    request.styles = list(given.get("styles") or [])
-    request.loras = [lora.LoraChoice(item["name"], item.get("weight", 1.0)) if isinstance(item, dict) else item
-                     for item in given.get("loras") or []]
-    if "hires_upscale" in given:
-        request.hires = {key: given[flat] for key, flat in HIRES_KEYS.items() if flat in given}
-
-
-def clean_values(values: dict, field_name: str) -> dict[str, Any]:
-    """Type checks of the creative keys of a dict from outside (a PNG, a browser); ranges come later."""
-    cleaned: dict[str, Any] = {}
-    if "styles" in values:
-        names = values["styles"]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValidationError(f"{field_name}.styles", "must be a list of style names")
-        cleaned["styles"] = names[:styles.MAX_STYLES]
-    if "loras" in values:
-        items = values["loras"]
-        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
-                                                  for i in items):
-            raise ValidationError(f"{field_name}.loras", "must be a list of {name, weight, hash}")
-        cleaned["loras"] = [{k: i[k] for k in ("name", "weight", "hash") if k in i} for i in items[:lora.MAX_LORAS]]
-    for flat in HIRES_KEYS.values():
-        if flat in values:
-            cleaned[flat] = values[flat]
-    return cleaned
-
-
-def validate_part(request, limits) -> dict[str, Any]:
-    """Checked copies of the creative fields (names against libraries come in prepare(), before model work)."""
-    changes: dict[str, Any] = {"loras": lora.check_choices(request.loras)}
-    names = request.styles or []
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValidationError("styles", "must be a list of style names")
-    if len(names) > styles.MAX_STYLES:
-        raise ValidationError("styles", f"at most {styles.MAX_STYLES} styles at once, got {len(names)}")
-    changes["styles"] = list(names)
-    for name in ("prompt", "negative_prompt"):
-        dynamic_prompts.check(getattr(request, name), name)
-    if request.hires is not None:
-        if request.init is not None or request.inpaint is not None:
-            raise ValidationError("hires", "the hires fix applies to text-to-image (and IP-Adapter without an init "
-                                           "image); use the Upscale action for an existing image")
-        changes["hires"] = hires.check_hires(request.hires, request.width, request.height,
-                                             request.num_inference_steps, limits, None)
-    return changes
 
 
 # --- the libraries of one app (folders from the settings) ---
@@ -126,22 +62,35 @@ class Prepared:
 
     prompts: list[str]
     negative_prompts: list[str]
-    loras: list[lora.LoraChoice]
+    loras: list[LoraChoice]
     hires_size: tuple[int, int] | None = None
     base_size: tuple[int, int] | None = None
     applied: list[lora.AppliedLora] = field(default_factory=list)
 
 
-def final_prompts(request, seeds: list[int], style_table: dict) -> tuple[list[str], list[str], list[lora.LoraChoice]]:
+def final_prompts(request: GenerationRequest, seeds: list[int],
+                  style_table: dict) -> tuple[list[str], list[str], list[LoraChoice]]:
     """Each image's prompts: LoRA tags removed, styles applied, {a|b} choices drawn from that image's seed."""
-    prompt, tags = lora.split_lora_tags(request.prompt)
-    negative, negative_tags = lora.split_lora_tags(request.negative_prompt)
+    prompt, tags = split_lora_tags(request.prompt)
+    negative, negative_tags = split_lora_tags(request.negative_prompt)
+    _check_tags(tags, "prompt")
+    _check_tags(negative_tags, "negative_prompt")
     prompt, negative = styles.apply_styles(prompt, negative, request.styles, style_table)
     listed = {choice.name for choice in request.loras}
     choices = list(request.loras) + [tag for tag in tags + negative_tags if tag.name not in listed]
     prompts = [dynamic_prompts.resolve(prompt, seed) for seed in seeds]
     negatives = [dynamic_prompts.resolve(negative, seed) for seed in seeds]
-    return prompts, negatives, lora.check_choices(choices)
+    return prompts, negatives, read_lora_choices(choices)
+
+
+def _check_tags(tags: list[LoraChoice], field_name: str) -> None:
+    """Each `<lora:name:weight>` tag by the schema's LoRA rules, the error naming the prompt that holds it."""
+    for tag in tags:
+        try:
+            read_lora_choices([tag])
+        except ValidationError as error:
+            raise ValidationError(field_name, f"<lora:{tag.name}:{tag.weight:g}>: {error.message}", error.code,
+                                  error.allowed) from None
 
 
 def prepare(manager, request, seeds: list[int]) -> Prepared:
@@ -153,7 +102,7 @@ def prepare(manager, request, seeds: list[int]) -> Prepared:
     size = None
     if request.hires is not None:
         tools.upscalers.check(request.hires.upscaler, "hires_upscaler")
-        size = hires.target_size(request.width, request.height, request.hires.upscale, manager.settings.limits)
+        size = hires_target_size(request.width, request.height, request.hires.upscale, manager.settings.limits)
     return Prepared(prompts, negatives, choices, size, (request.width, request.height))
 
 
@@ -201,43 +150,6 @@ def image_values(prepared: Prepared, index: int) -> dict[str, Any]:
     if prepared.applied:
         values["loras"] = [{"name": a.name, "weight": a.weight, "hash": a.hash} for a in prepared.applied]
     return values
-
-
-# --- A1111 infotext (metadata.py) ---
-
-def infotext_pairs(params: dict) -> list[tuple[str, Any]]:
-    """A1111 labels for the creative parameters: Hires ..., Lora hashes."""
-    pairs: list[tuple[str, Any]] = []
-    if "hires_upscale" in params:
-        fix = {key: params[flat] for key, flat in HIRES_KEYS.items() if flat in params}
-        pairs.extend(hires.infotext(fix).items())
-    if params.get("loras") and all("hash" in item for item in params["loras"]):
-        pairs.append(("Lora hashes", ", ".join(f"{item['name']}: {item['hash']}" for item in params["loras"])))
-    return pairs
-
-
-def infotext_prompts(params: dict) -> tuple[str, str]:
-    """The prompts of the A1111 text: those that ran, with the LoRAs as `<lora:name:weight>` as A1111 writes them."""
-    prompt = params.get("final_prompt", params.get("prompt")) or ""
-    negative = params.get("final_negative_prompt", params.get("negative_prompt")) or ""
-    if "final_prompt" in params and params.get("loras"):
-        prompt += "".join(f" <lora:{item['name']}:{item.get('weight', 1.0):g}>" for item in params["loras"])
-    return prompt, negative
-
-
-def from_infotext(labels: dict[str, str], prompt: str) -> dict[str, Any]:
-    """Creative parameters of an A1111 parameters line: hires settings, and LoRAs from `<lora:..>` plus hashes."""
-    found: dict[str, Any] = {}
-    fix = hires.from_infotext(labels)
-    if fix is not None:
-        found.update({HIRES_KEYS[key]: value for key, value in fix.items()})
-    hashes = dict(lora.parse_lora_hashes(labels.get("Lora hashes", "")))
-    if hashes:
-        _, tags = lora.split_lora_tags(prompt)
-        weights = {tag.name: tag.weight for tag in tags}
-        found["loras"] = [{"name": name, "weight": weights.get(name, 1.0), "hash": short}
-                          for name, short in hashes.items()]
-    return found
 
 
 def restore_notes(manager, params: dict) -> tuple[dict, list[str]]:

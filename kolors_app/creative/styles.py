@@ -7,11 +7,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 SHIPPED_STYLES = Path(__file__).resolve().parents[2] / "assets" / "styles.csv"
 PLACEHOLDER = "{prompt}"
-MAX_STYLES = 8
 
 
 @dataclass(frozen=True)
@@ -54,23 +53,16 @@ def merge_text(template: str, text: str) -> str:
     return f"{text}, {template}" if text.strip() else template
 
 
-def check_names(names, styles: dict[str, Style]) -> list[str]:
-    """The style names as a list; an unknown one or too many is refused, naming the field."""
-    if names is None:
-        return []
-    if isinstance(names, str):
-        names = [names]
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValidationError("styles", "must be a list of style names")
-    if len(names) > MAX_STYLES:
-        raise ValidationError("styles", f"at most {MAX_STYLES} styles at once, got {len(names)}")
+def check_names(names: list[str], styles: dict[str, Style]) -> list[str]:
+    """The style names, each known here (their list was checked with the request); an unknown one is refused."""
     unknown = [name for name in names if name not in styles]
     if unknown:
-        raise ValidationError("styles", f"unknown style {unknown[0]!r}; known: {', '.join(sorted(styles))}")
+        raise ValidationError("styles", f"unknown style {unknown[0]!r}; known: {', '.join(sorted(styles))}",
+                              "unknown_choice", sorted(styles))
     return list(names)
 
 
-def apply_styles(prompt: str, negative_prompt: str, names, styles: dict[str, Style]) -> tuple[str, str]:
+def apply_styles(prompt: str, negative_prompt: str, names: list[str], styles: dict[str, Style]) -> tuple[str, str]:
     """The styled prompt and negative prompt, the styles applied in the order given."""
     for name in check_names(names, styles):
         style = styles[name]

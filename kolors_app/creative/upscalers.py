@@ -1,4 +1,5 @@
-"""Upscalers: Lanczos and latent built in, super-resolution models (ESRGAN family) from a folder through spandrel, tiled."""
+"""Upscalers: Lanczos and latent built in, super-resolution models (ESRGAN family) from a folder through spandrel,
+tiled."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kolors_app.core.params import ValidationError
+from kolors_app.core.creative_fields import LATENT
+from kolors_app.core.errors import ValidationError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPSCALER_DIR = Path("models/upscalers")
 LANCZOS = "Lanczos"
-LATENT = "Latent"
 BUILT_IN = (LATENT, LANCZOS)
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt")
 TILE = 192
@@ -76,7 +77,8 @@ class UpscalerLibrary:
             self._loaded = None
             try:
                 descriptor = spandrel.ModelLoader(device=self.device).load_from_file(str(self._files[name]))
-            except (spandrel.UnsupportedModelError, ValueError, RuntimeError, pickle.UnpicklingError, EOFError) as error:
+            except (spandrel.UnsupportedModelError, ValueError, RuntimeError, pickle.UnpicklingError,
+                    EOFError) as error:
                 raise ValidationError("upscaler", f"{name!r} is not a model spandrel can load: {error}") from None
             if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.input_channels != 3:
                 raise ValidationError("upscaler", f"{name!r} is not an RGB image-to-image model")

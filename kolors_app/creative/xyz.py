@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ def _set_control_scale(params: dict, value: float) -> None:
 
 
 def _set_hires_strength(params: dict, value: float) -> None:
-    if not params.get("hires"):
+    if "hires_upscale" not in params:  # the flat parameters of a request with the hires fix on have it
         raise ValidationError("xyz", "a hires strength axis needs the hires fix turned on")
-    params["hires"] = {**params["hires"], "denoising_strength": value}
+    params["hires_denoising_strength"] = value
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kolors_app.core.params import GenerationRequest, ValidationError
+from kolors_app.core.request import GenerationRequest
+from kolors_app.core.errors import ValidationError
 from kolors_app.engine.jobs import GENERATE, PLOT, Job
 
 MEGAPIXEL = 1024 * 1024

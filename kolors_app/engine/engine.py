@@ -11,7 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from kolors_app.core.params import ValidationError, validate
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.validation import validate
 from kolors_app.creative.upscalers import check_factor
 from kolors_app.creative.part import tools_for
 from kolors_app.engine.cost import Budget, Cost, check_budget, gpu_seconds, job_cost

@@ -19,8 +19,10 @@ from kolors_app.hub.downloads import ModelUnavailable
 from kolors_app.models.embeddings import EmbeddingCaches, caches_for
 from kolors_app.control.inpainting import Canvas
 from kolors_app.control.preprocessors import control_map
-from kolors_app.core.params import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult,
-                                    ValidationError, concrete_seed, validate)
+from kolors_app.core.request import (MAX_SEED, MODEL_NAME, GeneratedImage, GenerationRequest, GenerationResult,
+                                     concrete_seed)
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.validation import validate
 from kolors_app.media.images import fit_image
 from kolors_app.models.memory import Features, run_with_step_down
 from kolors_app.models.pipeline_manager import PipelineKey, PipelineManager

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from kolors_app.core.params import GenerationRequest, GenerationResult
+from kolors_app.core.request import GenerationRequest, GenerationResult
 from kolors_app.creative.xyz import Axis, Cell
 
 GENERATE, PLOT, UPSCALE = "generate", "plot", "upscale"

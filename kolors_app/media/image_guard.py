@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from kolors_app.core.config import Limits
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 # Formats worth decoding for a text-to-image app. Restricting them keeps Pillow from handing uploads to
 # plugins that call external programs (EPS runs Ghostscript) or that few people ever fuzzed.

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from kolors_app.core.config import Limits
 from kolors_app.media.image_guard import FORMAT_NAMES, available_formats, exif_of, open_image
-from kolors_app.core.params import ValidationError
+from kolors_app.core.errors import ValidationError
 
 # Pillow raises many kinds of exceptions on hostile or damaged files; these are the ones decoding can give.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,

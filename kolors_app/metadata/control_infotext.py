@@ -6,8 +6,9 @@ import json
 import math
 from typing import Any
 
-from kolors_app.hub.addons import CONTROLNET_REPOS
-from kolors_app.core.params import CONTROL_TYPES, MAX_CONTROL_UNITS, OUTPAINT_SIDES, control_name
+from kolors_app.core.request import CONTROL_TYPES, MAX_CONTROL_UNITS, OUTPAINT_SIDES, control_name
+from kolors_app.core.addons import CONTROLNET_REPOS
+from kolors_app.metadata.settings_line import settings_pairs, unquote
 
 # Our flat inpaint key -> A1111 label (A1111 writes "Mask blur" and "Masked area padding" too).
 INPAINT_LABELS = {"mask_blur": "Mask blur", "inpaint_area": "Inpaint area", "inpaint_padding": "Masked area padding",
@@ -44,8 +45,6 @@ def control_pairs(params: dict[str, Any]) -> list[tuple[str, str]]:
 
 def read_control_labels(labels: dict[str, str], found: dict[str, Any], notes: list[str]) -> None:
     """Put the inpainting settings and control units of A1111 labels into `found` (our flat keys)."""
-    from kolors_app.metadata.parameters import settings_pairs, unquote
-
     for key, label in INPAINT_LABELS.items():
         if label not in labels:
             continue

@@ -15,7 +15,7 @@ from kolors_app.control.controlnets import ControlNetStore
 from kolors_app.control.preprocessors import Estimators
 from kolors_app.core.config import Settings
 from kolors_app.hub import downloads
-from kolors_app.hub.addons import CONTROLNET_REPOS, INPAINTING_REPO, PATTERNS
+from kolors_app.core.addons import CONTROLNET_REPOS, INPAINTING_REPO, PATTERNS
 from kolors_app.hub.sources import WeightSources
 from kolors_app.models import memory
 from kolors_app.models.gpu_options import apply_gpu_options

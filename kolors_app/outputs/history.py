@@ -23,8 +23,10 @@ from PIL import Image
 
 from kolors_app.core.config import Limits
 from kolors_app.media.images import DECODE_ERRORS
-from kolors_app.metadata.parameters import clean_parameters, save_png
-from kolors_app.core.params import MAX_SEED, ValidationError
+from kolors_app.core.schema import clean_parameters
+from kolors_app.metadata.png_chunks import save_png
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import MAX_SEED
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from kolors_app.outputs.history import OutputStore
-from kolors_app.metadata.parameters import png_bytes
+from kolors_app.metadata.png_chunks import png_bytes
 
 log = logging.getLogger(__name__)
 

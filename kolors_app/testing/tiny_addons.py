@@ -9,7 +9,7 @@ from diffusers import ControlNetModel, KolorsPipeline, UNet2DConditionModel
 from transformers import (BitConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessor, VitPoseBackboneConfig,
                           VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor)
 
-from kolors_app.hub.addons import CONTROLNET_REPOS, DEPTH_REPO, INPAINTING_REPO, POSE_REPO
+from kolors_app.core.addons import CONTROLNET_REPOS, DEPTH_REPO, INPAINTING_REPO, POSE_REPO
 from kolors_app.testing.tiny_presets import seeded
 
 # Seeds of the add-ons, apart from the base model's (0-5), so that no two share weights.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from kolors_app.hub.addons import CONTROLNET_REPOS, DEPTH_REPO, INPAINTING_REPO, POSE_REPO
+from kolors_app.core.addons import CONTROLNET_REPOS, DEPTH_REPO, INPAINTING_REPO, POSE_REPO
 
 KOLORS_REPO = "Kwai-Kolors/Kolors-diffusers"
 IP_ADAPTER_REPO = "Kwai-Kolors/Kolors-IP-Adapter-Plus"

@@ -10,7 +10,7 @@ from typing import Callable
 
 import gradio as gr
 
-from kolors_app.core.params import GenerationRequest, InitImage, Inpaint, Reference
+from kolors_app.core.request import GenerationRequest, InitImage, Inpaint, Reference
 from kolors_app.ui.control_units import CONTROL_ARGS, units_from, with_control_parameters
 from kolors_app.ui.runner import AppContext, run_for_program
 

@@ -9,8 +9,8 @@ import gradio as gr
 
 from kolors_app.media.images import resolve_allowed_path, size_for
 from kolors_app.patches import startup as library_patches
-from kolors_app.metadata.parameters import clean_parameters
-from kolors_app.core.params import ValidationError, images_needed
+from kolors_app.core.schema import clean_parameters, images_needed
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.ui.creative import creative_tab
 from kolors_app.ui.creative_accordion import restore_part

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from kolors_app.core.params import (CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, ValidationError, control_name,
-                                    validate_controls)
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import CONTROL_TYPES, MAX_CONTROL_UNITS, ControlUnit, control_name
+from kolors_app.core.validation import validate_controls
 from kolors_app.control.preprocessors import control_map
 from kolors_app.media.images import load_image
 from kolors_app.ui.i18n import i18n, tr

@@ -8,8 +8,9 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from kolors_app.core.config import Limits, on_spaces
-from kolors_app.metadata.parameters import clean_parameters, format_parameters
-from kolors_app.core.params import ValidationError
+from kolors_app.core.schema import clean_parameters
+from kolors_app.metadata.infotext import format_parameters
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import RECOMMENDED, SCHEDULER_NAMES
 from kolors_app.core.zerogpu import on_zero_gpu
 from kolors_app.ui.i18n import i18n, name_of, tr, language

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from kolors_app.core.params import GenerationRequest, ValidationError, request_from_dict, validate
+from kolors_app.core.creative_fields import LATENT, HiresFix, LoraChoice
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest
 from kolors_app.core.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from kolors_app.core.schema import request_from_dict
+from kolors_app.core.validation import validate
 from kolors_app.creative import xyz
 from kolors_app.creative.part import final_prompts, tools_for
-from kolors_app.creative.upscalers import LATENT
 from kolors_app.engine.jobs import PAGE, PLOT, UPSCALE, Job, PlotSpec, UpscaleSpec
 from kolors_app.outputs.result_files import encode_png, write_served_png
 from kolors_app.ui.i18n import i18n
@@ -46,9 +49,8 @@ def _request(prompt, negative, loras, weight, style_names, seed, steps, guidance
     return GenerationRequest(
         prompt=prompt, negative_prompt=negative, width=int(width), height=int(height),
         num_inference_steps=int(steps), guidance_scale=float(guidance), scheduler=scheduler, seed=int(seed),
-        loras=[{"name": name, "weight": float(weight)} for name in loras or []], styles=list(style_names or []),
-        hires={"upscale": float(upscale), "upscaler": upscaler, "steps": int(hires_steps),
-               "denoising_strength": float(strength)} if hires_on else None)
+        loras=[LoraChoice(name, float(weight)) for name in loras or []], styles=list(style_names or []),
+        hires=HiresFix(float(upscale), upscaler, int(hires_steps), float(strength)) if hires_on else None)
 
 
 def creative_tab(ctx: AppContext) -> dict:
@@ -149,7 +151,7 @@ def creative_tab(ctx: AppContext) -> dict:
             axes = [xyz.Axis(kind, xyz.parse_values(kind, text, letter)) if kind != "none" else None
                     for letter, kind, text in zip("xyz", axis_values[::2], axis_values[1::2])]
             cells = xyz.plan_cells(base.to_dict(), axes)
-            requests = [request_from_dict(cell.params) for cell in cells]
+            requests = [request_from_dict(cell.params, ctx.settings.limits) for cell in cells]
         except ValidationError as error:
             raise gr.Error(as_text(str(error)), title="Invalid input") from None
         handle = submit(ctx, Job(PLOT, owner_of(ctx, request), PAGE, requests, plot=PlotSpec(cells, axes)), request)

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from kolors_app.core.params import GenerationRequest, ValidationError
-from kolors_app.creative.hires import DEFAULT_STRENGTH, DEFAULT_UPSCALE
-from kolors_app.creative.lora import restore_loras, split_lora_tags
+from kolors_app.core.creative_fields import DEFAULT_STRENGTH, DEFAULT_UPSCALE, LATENT, HiresFix
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.prompt_syntax import split_lora_tags
+from kolors_app.core.request import GenerationRequest
+from kolors_app.creative.lora import restore_loras
 from kolors_app.creative.part import final_prompts, tools_for
-from kolors_app.creative.upscalers import LATENT
 from kolors_app.ui.i18n import i18n
 from kolors_app.ui.runner import CREATIVE_PART, AppContext, as_text
 
@@ -77,8 +78,8 @@ def part_of(values: list) -> dict:
     # Anything but a list reaches validation as it came, to be refused naming the field.
     part = {"styles": [] if styles is None else list(styles) if isinstance(styles, (list, tuple)) else styles}
     if named.get("hires_fix"):
-        part["hires"] = {"upscale": named["hires_upscale"], "upscaler": named["hires_upscaler"],
-                         "steps": named["hires_steps"], "denoising_strength": named["hires_denoising_strength"]}
+        part["hires"] = HiresFix(named["hires_upscale"], named["hires_upscaler"], named["hires_steps"],
+                                 named["hires_denoising_strength"])
     return part
 
 

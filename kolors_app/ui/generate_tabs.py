@@ -15,7 +15,8 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from kolors_app.media.images import header_size, load_image, size_for
-from kolors_app.core.params import GenerationRequest, InitImage, Reference, ValidationError
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import GenerationRequest, InitImage, Reference
 from kolors_app.core.prompts import load_examples
 from kolors_app.ui.api_endpoints import wire_program_endpoint
 from kolors_app.ui.control_units import ControlUnitsBox, control_accordion, units_from, with_control_parameters

@@ -12,7 +12,8 @@ from PIL import Image
 
 from kolors_app.media.image_guard import open_image
 from kolors_app.media.images import check_pixels, header_size, read_allowed_file
-from kolors_app.core.params import INPAINT_AREAS, INPAINT_MODELS, OUTPAINT_SIDES, ValidationError
+from kolors_app.core.errors import ValidationError
+from kolors_app.core.request import INPAINT_AREAS, INPAINT_MODELS, OUTPAINT_SIDES
 from kolors_app.ui.api_endpoints import inpaint_request
 from kolors_app.ui.control_units import control_accordion
 from kolors_app.ui.controls import build_controls

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from kolors_app.metadata.parameters import read_image_parameters
-from kolors_app.core.params import ValidationError
+from kolors_app.metadata.png_chunks import read_image_parameters
+from kolors_app.core.errors import ValidationError
 from kolors_app.ui.i18n import i18n, tr
 from kolors_app.ui.runner import as_text
 

@@ -19,7 +19,8 @@ import anyio
 import gradio as gr
 
 from kolors_app.core.config import Settings, on_spaces
-from kolors_app.core.params import GenerationRequest, GenerationResult, ValidationError
+from kolors_app.core.request import GenerationRequest, GenerationResult
+from kolors_app.core.errors import ValidationError
 from kolors_app.engine.engine import Engine, JobHandle, QueueFull
 from kolors_app.engine.executors import LocalExecutor
 from kolors_app.engine.jobs import GENERATE, GRADIO_API, LOCAL_OWNER, PAGE, PYTHON, Job, JobOutcome, Owner

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from kolors_app.metadata.parameters import read_image_parameters
+from kolors_app.metadata.png_chunks import read_image_parameters
 from page_controls import (RUN_TIMEOUT, assert_no_error_badge, generate, open_tab, prepare, results, select_image,
                            set_number, text_box, toast)
 

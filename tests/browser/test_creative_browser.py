@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from kolors_app.metadata.parameters import read_image_parameters
+from kolors_app.metadata.png_chunks import read_image_parameters
 from page_controls import (RUN_TIMEOUT, assert_no_error_badge, generate, open_tab, open_visitors, prepare, results,
                            set_number, text_box, toast, untranslated)
 

@@ -14,7 +14,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from kolors_app.outputs.history import make_thumbnail
-from kolors_app.metadata.parameters import png_bytes
+from kolors_app.metadata.png_chunks import png_bytes
 from page_controls import set_number, text_box
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")

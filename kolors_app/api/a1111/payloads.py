@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from kolors_app.core import params
+from kolors_app.core.creative_fields import HiresFix
+from kolors_app.core.request import ControlUnit, GenerationRequest, InitImage, Inpaint, control_name
 from kolors_app.core.config import Limits
 from kolors_app.media.images import URL_PATTERN, load_image
-from kolors_app.metadata.parameters import scheduler_from_a1111
-from kolors_app.core.params import ValidationError
+from kolors_app.metadata.infotext import scheduler_from_a1111
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 
 MODEL_TITLE = "Kolors"
@@ -91,7 +92,7 @@ def a1111_error(error: ValidationError, unit_indexes: list[int] = ()) -> Validat
     name = A1111_NAMES.get(error.field, error.field)
     for core_index, index in enumerate(unit_indexes):
         for attribute, unit_field in UNIT_FIELDS.items():
-            if error.field == params.control_name(attribute, core_index):
+            if error.field == control_name(attribute, core_index):
                 name = f"alwayson_scripts.controlnet.args[{index}].{unit_field}"
     message = str(error).split(": ", 1)[1] if ": " in str(error) else str(error)
     return ValidationError(name, message, error.code, error.allowed)
@@ -165,16 +166,16 @@ def core_fields(body: Txt2Img, scheduler: str, seed: int) -> dict[str, Any]:
 
 def build_request(body: Txt2Img, scheduler: str, seed: int, limits: Limits):
     """The app's own request for one iteration of an A1111 body (`<lora:...>` in the prompt: the core reads them)."""
-    request = params.GenerationRequest(**core_fields(body, scheduler, seed))
+    request = GenerationRequest(**core_fields(body, scheduler, seed))
     if body.enable_hr and not isinstance(body, Img2Img):
-        request.hires = {"upscale": hires_scale(body), "upscaler": body.hr_upscaler or "Latent",
-                         "steps": body.hr_second_pass_steps,
-                         "denoising_strength": 0.7 if body.denoising_strength is None else body.denoising_strength}
+        request.hires = HiresFix(upscale=hires_scale(body), upscaler=body.hr_upscaler or "Latent",
+                                 steps=body.hr_second_pass_steps,
+                                 denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength)
     if isinstance(body, Img2Img):
         if not body.init_images:
             raise ValidationError("init_images", "at least one image is required")
         init = decode_image(body.init_images[0], "init_images", limits)
-        request.init = params.InitImage(init, body.denoising_strength)
+        request.init = InitImage(init, body.denoising_strength)
         if body.mask:
             request.inpaint = inpaint_part(body, init, limits)
     request.controls = [control_unit(unit, index, limits) for index, unit in enabled_units(body)]
@@ -206,7 +207,7 @@ def inpaint_part(body: Img2Img, init, limits: Limits):
         mask = fit_image(mask.convert("RGB"), *init.size).convert("L")
     # inpainting_fill (fill / original / latent noise / nothing) has no counterpart: the inpainting U-Net
     # sees the masked image itself; it is accepted and ignored.
-    return params.Inpaint(mask=mask, mask_blur=body.mask_blur, area="masked" if body.inpaint_full_res else "whole",
+    return Inpaint(mask=mask, mask_blur=body.mask_blur, area="masked" if body.inpaint_full_res else "whole",
                           padding=body.inpaint_full_res_padding)
 
 
@@ -242,7 +243,7 @@ def control_unit(unit: dict, index: int, limits: Limits):
     low, high = (unit_number(unit, key, default, name) for key, default in (("threshold_a", 100), ("threshold_b", 200)))
     if module == "canny" and (not 0 <= low <= 255 or low == 64 == high):
         low, high = 100, 200  # webuiapi's default 64/64 are no canny thresholds; A1111's canny uses 100/200
-    return params.ControlUnit(type=kind, image=decode_image(unit.get("image") or unit.get("input_image"),
+    return ControlUnit(type=kind, image=decode_image(unit.get("image") or unit.get("input_image"),
                                                             f"{name}.image", limits),
                               preprocess=module != "none", scale=unit.get("weight", 1.0),
                               start=unit.get("guidance_start", 0.0), end=unit.get("guidance_end", 1.0),

@@ -16,7 +16,8 @@ from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDUL
                                            build_request, check_unsupported, enabled_units, scheduler_for)
 from kolors_app.api.waiting import (credentials_check, error_response, outcome_of, owner_dependency,
                                     refusal_response)
-from kolors_app.core.params import MAX_SEED, ValidationError, concrete_seed
+from kolors_app.core.request import MAX_SEED, concrete_seed
+from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.creative.part import tools_for
 from kolors_app.creative.upscalers import LATENT
@@ -25,7 +26,8 @@ from kolors_app.engine.generation import batch_seeds
 from kolors_app.engine.jobs import A1111, GENERATE, Job, JobOutcome, Owner
 from kolors_app.media import png_encoder
 from kolors_app.media.images import decode_data_url
-from kolors_app.metadata.parameters import format_parameters, read_image_parameters, split_parameters
+from kolors_app.metadata.infotext import format_parameters, split_parameters
+from kolors_app.metadata.png_chunks import read_image_parameters
 from kolors_app.outputs.result_files import encode_png
 
 log = logging.getLogger(__name__)
