@@ -1,0 +1,1 @@
+"""Finished images as files: history entries, the outputs folder, served PNGs."""
