@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from kolors_app.api.a1111.jobs import JobBoard
 from kolors_app.api.rest import PATH, native_router, request_of
 from kolors_app.core.config import Limits, Settings
 from kolors_app.core.creative_fields import HiresFix, LoraChoice
@@ -18,6 +17,8 @@ from kolors_app.core.request import ControlUnit, GenerationRequest, InitImage, I
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.core.schema import clean_parameters, read_flat_parameters, request_from_dict, request_from_flat
 from kolors_app.core.validation import validate
+from kolors_app.engine.engine import Engine
+from kolors_app.serving.quotas import engine_limits
 from kolors_app.metadata.png_chunks import JSON_KEY, png_bytes, read_image_parameters
 from kolors_app.outputs.history import import_json
 
@@ -28,9 +29,13 @@ LIMITS = Limits()
 @pytest.fixture(scope="module")
 def rest():
     """The REST route alone: every refusal below comes before any model work, so no model is needed."""
-    ctx = SimpleNamespace(settings=Settings(), saver=None, manager=None, generate=None)
+    settings = Settings()
+    manager = SimpleNamespace(settings=settings)
+    # An engine with no executor: a refusal never reaches one.
+    ctx = SimpleNamespace(settings=settings, saver=None, manager=manager,
+                          engine=Engine(manager, executor=None, limits=engine_limits(settings)))
     app = FastAPI()
-    app.include_router(native_router(ctx, JobBoard(queue_size=1)))
+    app.include_router(native_router(ctx))
     return TestClient(app)
 
 
