@@ -6,8 +6,8 @@ here): prints a table and writes bench/results/cost.json.
 - cell: one plot cell of 1 step and of 1 + k steps; their difference over k is a step, and the rest of the 1-step
   cell (text encoder, VAE decode, the PNG, the grid) is the cell's fixed cost, as steps and as megapixel-steps at
   this size. kolors_app/engine/cost.py sets CELL_WORK from this and the published GPU speeds.
-- overhead: the same small generation run directly (run_validated) and submitted to the engine (submit + result);
-  the difference is what validation, costing, the executor's thread and the events add to each job.
+- overhead: the same small generation run directly (run_validated) and submitted to the engine (submit + result),
+  by the wall clock; the difference is what validation, costing, the executor's queue and the events add to a job.
 """
 
 from __future__ import annotations
@@ -65,17 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     step = (long - short) / (args.steps - 1)
     fixed_steps = (short - step) / step
     megapixels = args.pixels * args.pixels / MEGAPIXEL
-    direct = median(lambda: timed(lambda: run_validated(manager, request(2))).cpu)
-    submitted = median(lambda: timed(lambda: engine.submit(Job(GENERATE, LOCAL_OWNER, PYTHON, [request(2)]),
-                                                           follow=False).result()).cpu)
+    # Both from a thread that lives on, as the executor's worker does (torch's OpenMP pool is per thread).
+    direct_samples = [timed(lambda: run_validated(manager, request(2))) for _ in range(args.repeats + 1)][1:]
+    engine_samples = [timed(lambda: engine.submit(Job(GENERATE, LOCAL_OWNER, PYTHON, [request(2)]),
+                                                  follow=False).result()) for _ in range(args.repeats + 1)][1:]
+    direct = statistics.median(sample.wall for sample in direct_samples)
+    submitted = statistics.median(sample.wall for sample in engine_samples)
     model = f"tiny {args.size}"
     rows = [
         Row("cost", model, f"plot cell, 1 step, {args.pixels} px", None, short,
             note=f"a step {step * 1000:.0f} ms; fixed part = {fixed_steps:.1f} steps = "
                  f"{fixed_steps * megapixels:.2f} megapixel-steps (CELL_WORK = {CELL_WORK})"),
         Row("cost", model, f"plot cell, {args.steps} steps, {args.pixels} px", None, long),
-        Row("overhead", model, f"run_validated, 2 steps, {args.pixels} px", None, direct),
-        Row("overhead", model, "engine submit + result, same job", None, submitted, ratio=submitted / direct,
+        Row("overhead", model, f"run_validated, 2 steps, {args.pixels} px", direct),
+        Row("overhead", model, "engine submit + result, same job", submitted, ratio=submitted / direct,
             note=f"{(submitted - direct) * 1000:+.0f} ms a job"),
     ]
     print(format_table(rows))
