@@ -14,7 +14,8 @@ from typing import Callable
 
 from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
 from kolors_app.engine.jobs import Job, JobEvent, JobOutcome
-from kolors_app.engine.worker import StopFlags, run_job
+from kolors_app.core.errors import ValidationError
+from kolors_app.engine.worker import StopFlags, fetch_parts, run_job
 from kolors_app.models.pipeline_manager import PipelineManager
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,15 @@ class LocalExecutor(Executor):
         return run
 
     def _work(self, job: Job, gpu_seconds: int, emit: Emit, run: _LocalRun) -> None:
+        try:
+            fetch_parts(self.manager, job)  # Hub downloads wait here, not in the slot other jobs wait for
+        except Exception as error:  # a refusal (too large, not found, offline) or a fault: the job ends either way
+            if isinstance(error, ValidationError):
+                log.info("job %s refused: %s", job.id, error)
+            else:
+                log.error("job %s failed\n%s", job.id, "".join(traceback.format_exception(error)).rstrip())
+            emit(JobEvent("failed", error=error))
+            return
         with self._slot:
             if run.flags.stopped:
                 emit(JobEvent("stopped", outcome=JobOutcome(stopped=True, interrupted=True)))
