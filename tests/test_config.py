@@ -85,6 +85,8 @@ def test_saving_is_off_for_share_links_and_spaces_unless_asked(monkeypatch):
     (["--min-size", "1024", "--max-size", "512"], {}, r"--min-size: is above max_size"),
     ([], {"KOLORS_MAX_IMAGES": "0"}, r"KOLORS_MAX_IMAGES: must be at least 1"),
     ([], {"GRADIO_SERVER_PORT": "0"}, r"GRADIO_SERVER_PORT: must be from 1 to 65535"),
+    (["--lora-hub-allow", "me/style,a/.."], {}, r"--lora-hub-allow: 'a/\.\.' is not a Hub repo id"),
+    ([], {"KOLORS_LORA_MAX_MB": "0"}, r"KOLORS_LORA_MAX_MB: must be at least 1"),
 ])
 def test_bad_values_are_refused_naming_their_source(argv, environ, message):
     with pytest.raises(SettingsError, match=message):

@@ -82,6 +82,29 @@ def test_unknown_or_foreign_lora_is_refused_with_its_field(own_manager):
         generate(own_manager, GenerationRequest(prompt="a cat", seed=1, loras=[LoraChoice("sd15-style")], **SMALL))
 
 
+def groups(count: int) -> str:
+    return " ".join(f"{{red {i}|blue {i}}}" for i in range(count))
+
+
+def test_dynamic_prompts_take_64_groups_and_refuse_65_naming_the_prompt_that_has_them(own_manager):
+    from kolors_app.creative.styles import Style
+
+    result = generate(own_manager, GenerationRequest(prompt=groups(64), negative_prompt=groups(64), seed=4, **SMALL))
+    final = result.images[0].parameters
+    assert "{" not in final["final_prompt"] and "{" not in final["final_negative_prompt"]
+    for field_name in ("prompt", "negative_prompt"):
+        request = GenerationRequest(**{"prompt": "a fox", field_name: groups(65)}, seed=4, **SMALL)
+        with pytest.raises(ValidationError, match=f"^{field_name}: has more than 64") as refused:
+            generate(own_manager, request)
+        assert refused.value.code == "too_many" and refused.value.allowed == {"max_items": 64}
+    # A style adds its groups after validation: the draw itself names the field too.
+    table = {"many": Style("many", prompt="{prompt}", negative_prompt=groups(40))}
+    request = GenerationRequest(prompt="a fox", negative_prompt=groups(30), styles=["many"], seed=4, **SMALL)
+    with pytest.raises(ValidationError, match="^negative_prompt: has more than 64"):
+        creative.final_prompts(request, [4], table)
+    assert creative.final_prompts(dataclasses.replace(request, negative_prompt=groups(24)), [4], table)
+
+
 def test_styles_and_dynamic_prompts_are_recorded_per_image(own_manager):
     request = GenerationRequest(prompt="a {red|blue|green|yellow} fox", seed=100, num_images=4,
                                 styles=["Ink wash / 水墨"], **SMALL)

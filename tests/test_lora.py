@@ -188,8 +188,48 @@ def test_dreambooth_peft_text_encoder_adapter_equals_transformers_load_adapter(t
 def test_hub_repo_id_loads_from_the_cache(tiny_dir, lora_dir, hf_cache, base_pixels):
     install_repo(hf_cache, "someone/tiny-kolors-lora", lora_dir / "tiny-style", ["main"])
     pipe = fresh_pipe(tiny_dir)
-    lora.LoraSwitcher(lora.LoraLibrary(lora_dir)).apply(pipe, [lora.LoraChoice("someone/tiny-kolors-lora", 1.0)])
+    library = lora.LoraLibrary(lora_dir)
+    with pytest.raises(lora.LoraError, match="unknown LoRA"):
+        library.get("someone/tiny-kolors-lora")  # listed only once fetched (before the GPU slot)
+    library.fetch("someone/tiny-kolors-lora")  # offline: the cached copy
+    lora.LoraSwitcher(library).apply(pipe, [lora.LoraChoice("someone/tiny-kolors-lora", 1.0)])
     assert not np.array_equal(run(pipe), base_pixels)
+
+
+def prompt_embeds(pipe) -> torch.Tensor:
+    return pipe.encode_prompt("一只红色的狐狸, a red fox", device="cpu", do_classifier_free_guidance=False)[0]
+
+
+def with_peft_config(tiny_dir, layers: dict, alpha: float) -> torch.Tensor:
+    """The prompt embeddings with these ChatGLM layers applied by PEFT's own LoraConfig(r, lora_alpha)."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    pipe = fresh_pipe(tiny_dir)
+    config = LoraConfig(r=tiny_creative.RANK, lora_alpha=alpha, target_modules=tiny_creative.TEXT_ENCODER_TARGETS)
+    inject_adapter_in_model(config, pipe.text_encoder, adapter_name="reference")
+    set_peft_model_state_dict(pipe.text_encoder, layers, adapter_name="reference")
+    return prompt_embeds(pipe)
+
+
+@pytest.mark.parametrize("layout", ["kohya", "peft"])
+def test_text_encoder_alpha_scales_the_layers_as_peft_does(tiny_dir, tmp_path, layout):
+    alpha = 2.0  # rank 4: every ChatGLM layer scaled by 0.5
+    source = fresh_pipe(tiny_dir)
+    if layout == "kohya":  # an `alpha` key per module
+        tiny_creative.build_kohya_lora(source, tmp_path / "te.safetensors", seed=50, text_encoder=True,
+                                       text_alpha=alpha)
+        layers = tiny_creative.text_encoder_layers(source, 51)
+    else:  # Kolors' DreamBooth layout: lora_alpha in the adapter's adapter_config.json
+        tiny_creative.build_diffusers_lora(source, tmp_path / "te", seed=50)
+        tiny_creative.build_peft_text_encoder_adapter(source, tmp_path / "te" / "text_encoder", seed=51, alpha=alpha)
+        layers = tiny_creative.text_encoder_layers(source, 51)
+    ours = fresh_pipe(tiny_dir)
+    applied = lora.LoraSwitcher(lora.LoraLibrary(tmp_path)).apply(ours, [lora.LoraChoice("te", 1.0)])
+    assert applied[0].text_encoder
+    mine = prompt_embeds(ours)
+    assert torch.allclose(mine, with_peft_config(tiny_dir, layers, alpha), atol=1e-6, rtol=0)
+    # Read as alpha = rank (scale 1), the embeddings are another model's.
+    assert not torch.allclose(mine, with_peft_config(tiny_dir, layers, tiny_creative.RANK), atol=1e-3)
 
 
 def test_hashes_written_and_restored_by_name_or_hash(lora_dir, tmp_path):

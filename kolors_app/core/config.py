@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kolors_app.core.hub_names import allow_list, is_allow_item
+
 DEFAULT_MODEL = "Kwai-Kolors/Kolors-diffusers"
 DEFAULT_IP_ADAPTER = "Kwai-Kolors/Kolors-IP-Adapter-Plus"
 # The safetensors weights of the IP-Adapter exist only on this pull-request revision.
@@ -89,6 +91,8 @@ class Settings:
     lora_dir: Path = Path("models/lora")
     upscaler_dir: Path = Path("models/upscalers")
     styles_file: Path | None = None
+    lora_hub_allow: str | None = None  # None = auto: any Hub repo locally, none on a public app
+    lora_max_mb: int = 1024
     # --- end creative tools ---
     limits: Limits = field(default_factory=Limits)
 
@@ -193,8 +197,13 @@ _FIELD_HELP.update({
     "lora_dir": "folder of LoRAs (*.safetensors files or diffusers folders), scanned at start and on refresh",
     "upscaler_dir": "folder of super-resolution models (ESRGAN family, loaded with spandrel)",
     "styles_file": "an AUTOMATIC1111 styles.csv added to the shipped styles",
+    "lora_hub_allow": ("Hub repos a LoRA name may download from, comma-separated (`owner/name`, `owner/*`, `*` for "
+                       "any, `none`) (auto: any locally, none on a share link or a Space)"),
+    "lora_max_mb": "largest LoRA file downloaded from the Hub in MB, its size read from the Hub before the download",
 })
-_CONVERTERS.update({"lora_dir": Path, "upscaler_dir": Path, "styles_file": lambda text: Path(text) if text else None})
+_CONVERTERS.update({"lora_dir": Path, "upscaler_dir": Path, "styles_file": lambda text: Path(text) if text else None,
+                    "lora_hub_allow": lambda text: None if str(text).strip().lower() == "auto" else str(text).strip(),
+                    "lora_max_mb": int})
 # --- end creative tools ---
 
 # --- quotas for a shared server ---
@@ -229,7 +238,7 @@ _CONVERTERS.update({name: _optional(float if name in ("max_work", "max_output_mp
                     if name not in ("behind_proxy", "allowed_hosts")})
 _CONVERTERS["behind_proxy"] = _parse_optional_bool
 _CONVERTERS["allowed_hosts"] = _optional(str)
-AUTO_SETTINGS = {"save_outputs", *QUOTA_HELP}
+AUTO_SETTINGS = {"save_outputs", "lora_hub_allow", *QUOTA_HELP}
 # --- end quotas ---
 
 
@@ -340,6 +349,11 @@ def check(settings: Settings, sources: dict | None = None) -> None:
             refuse(name, f"must be at least {lowest}, got {value}")
     if not limits.max_guidance > 0:
         refuse("max_guidance", f"must be above 0, got {limits.max_guidance}")
+    if settings.lora_max_mb < 1:
+        refuse("lora_max_mb", f"must be at least 1, got {settings.lora_max_mb}")
+    bad = [item for item in allow_list(settings.lora_hub_allow) or () if not is_allow_item(item)]
+    if bad:
+        refuse("lora_hub_allow", f"{bad[0]!r} is not a Hub repo id (owner/name), owner/*, * or none")
 
 
 def settings_table() -> str:

@@ -37,3 +37,17 @@ def check_choice_syntax(text: str, field_name: str = "prompt") -> None:
     if count > MAX_GROUPS * 8:
         raise ValidationError(field_name, f"has {count} choices; at most {MAX_GROUPS * 8}", "too_many",
                               {"max_items": MAX_GROUPS * 8})
+    if count_groups(text) > MAX_GROUPS:
+        raise ValidationError(field_name, f"has more than {MAX_GROUPS} {{a|b}} groups", "too_many",
+                              {"max_items": MAX_GROUPS})
+
+
+def count_groups(text: str) -> int:
+    """How many {a|b} groups resolving the text replaces (nested ones too), counted up to MAX_GROUPS + 1."""
+    count = 0
+    while count <= MAX_GROUPS:
+        text, found = CHOICE.subn("x", text)  # innermost groups first, as dynamic prompts resolve them
+        if not found:
+            break
+        count += found
+    return count

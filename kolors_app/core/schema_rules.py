@@ -243,10 +243,14 @@ def lora_item(value: Any) -> Any:
 
 
 def lora_name(value: Any, info: ValidationInfo) -> str:
-    """A LoRA's name or Hub repo id, not empty."""
+    """A LoRA's name or Hub repo id, not empty and not a path (`a/..`, `/etc/x`, `C:\\x`)."""
     name = _text(value, info, "lora_name").strip()
     if not name:
         fail("invalid", "a LoRA name must not be empty")
+    if _full(info) and (any(part in ("", ".", "..") for part in name.split("/")) or "\\" in name
+                        or not name.isprintable()):
+        fail("invalid", f"{name!r:.80} is not a LoRA name: give a name from the LoRA list or a Hub repo id "
+                        "(owner/name), never a path")
     return name
 
 

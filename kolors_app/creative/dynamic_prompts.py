@@ -16,8 +16,11 @@ def has_choices(text: str) -> bool:
     return bool(CHOICE.search(text or ""))
 
 
-def resolve(text: str, seed: int) -> str:
-    """The text with every group replaced by one option; the same seed always picks the same options."""
+def resolve(text: str, seed: int, field_name: str = "prompt") -> str:
+    """The text with every group replaced by one option; the same seed always picks the same options.
+
+    Styles are applied before this, so their groups count too: more than MAX_GROUPS are refused, naming field_name.
+    """
     rng = random.Random(f"dynamic-prompts:{seed}")
     for _ in range(MAX_GROUPS):
         match = CHOICE.search(text)
@@ -25,4 +28,7 @@ def resolve(text: str, seed: int) -> str:
             return text
         options = match.group(1).split("|")
         text = text[:match.start()] + rng.choice(options).strip() + text[match.end():]
-    raise ValidationError("prompt", f"has more than {MAX_GROUPS} {{a|b}} groups")
+    if CHOICE.search(text) is None:
+        return text
+    raise ValidationError(field_name, f"has more than {MAX_GROUPS} {{a|b}} groups", "too_many",
+                          {"max_items": MAX_GROUPS})

@@ -1,40 +1,64 @@
-"""LoRAs for Kolors: the library (a folder and Hub repo ids) and the switcher that keeps them loaded by weight."""
+"""LoRAs for Kolors: the library (a folder and Hub repos) and the switcher that keeps them loaded by weight."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 
+from kolors_app.core.config import Settings, on_spaces
 from kolors_app.core.creative_fields import LoraChoice
+from kolors_app.core.hub_names import allow_list, allowed, is_repo_id
 from kolors_app.core.schema import read_lora_choices
-from kolors_app.creative.lora_files import (DIFFUSERS_WEIGHTS, PEFT_WEIGHTS, LoraEntry, LoraError, check_shapes,
-                                            read_lora, text_pairs, unet_pairs)
+from kolors_app.creative.lora_files import (DIFFUSERS_WEIGHTS, PEFT_WEIGHTS, LoraEntry, LoraError, TextLayers,
+                                            check_file, check_shapes, read_lora, text_lora_config, text_pairs,
+                                            unet_pairs)
+from kolors_app.hub.lora_download import MB, download_lora
 from kolors_app.models.text_encoder import TextEncoderOnCPU
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LORA_DIR = Path("models/lora")
 MAX_LOADED = 8
+MAX_HUB_LORAS = 32  # Hub LoRAs the library keeps listed, the least recently used dropped
+MAX_KNOWN_SHOWN = 20  # names an "unknown LoRA" error lists
 
 
-def looks_like_repo_id(name: str) -> bool:
-    """owner/name, as the Hub spells repo ids."""
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name))
+@dataclass(frozen=True)
+class HubAccess:
+    """Which Hub repos a LoRA name may download from (`allowed` None: any) and the largest file taken."""
+
+    allowed: tuple[str, ...] | None = None
+    max_bytes: int = 1024 * MB
+
+    @classmethod
+    def of(cls, settings: Settings) -> HubAccess:
+        """From --lora-hub-allow and --lora-max-mb; left at auto, a public app downloads nothing a stranger names."""
+        items = allow_list(settings.lora_hub_allow)
+        if items is None and (settings.share or on_spaces()):
+            items = ()
+        return cls(items, settings.lora_max_mb * MB)
+
+    def permits(self, name: str) -> bool:
+        """Whether name is a Hub repo id this server may download."""
+        return is_repo_id(name) and (self.allowed is None or allowed(name, self.allowed))
 
 
 class LoraLibrary:
-    """The LoRAs of a folder (scanned on start and on refresh) plus Hub repo ids asked for by name."""
+    """The LoRAs of a folder (scanned on start and on refresh) plus the Hub repos fetched by name.
 
-    def __init__(self, folder: str | Path = DEFAULT_LORA_DIR, allow_hub: bool = True):
+    A Hub repo is listed only once its file is here and read as a Kolors LoRA; at most MAX_HUB_LORAS are kept.
+    """
+
+    def __init__(self, folder: str | Path = DEFAULT_LORA_DIR, hub: HubAccess = HubAccess()):
         self.folder = Path(folder)
-        self.allow_hub = allow_hub
+        self.hub = hub
         self._entries: dict[str, LoraEntry] = {}
+        self._hub: OrderedDict[str, LoraEntry] = OrderedDict()
         self._lock = threading.Lock()
         self.refresh()
 
@@ -58,8 +82,9 @@ class LoraLibrary:
         return self.names()
 
     def names(self) -> list[str]:
-        """Every LoRA of the folder, sorted."""
-        return sorted(self._entries)
+        """Every LoRA of the folder and every Hub LoRA fetched, sorted."""
+        with self._lock:
+            return sorted({*self._entries, *self._hub})
 
     def search(self, text: str) -> list[str]:
         """Names containing every word of text (case-insensitive)."""
@@ -67,23 +92,61 @@ class LoraLibrary:
         return [name for name in self.names() if all(word in name.lower() for word in words)]
 
     def get(self, name: str) -> LoraEntry:
-        """The entry for a name or Hub repo id; an unknown name is refused, naming the field."""
+        """The entry of a folder LoRA or a fetched Hub LoRA; never reaches the network (see fetch)."""
         with self._lock:
             if name in self._entries:
                 return self._entries[name]
-        if self.allow_hub and looks_like_repo_id(name):
-            entry = LoraEntry(name, repo_id=name)
-            with self._lock:
-                self._entries.setdefault(name, entry)
-            return entry
-        known = ", ".join(self.names()) or f"none; put LoRAs in {self.folder}"
-        raise LoraError(f"unknown LoRA {name!r}; known: {known}")
+            if name in self._hub:
+                self._hub.move_to_end(name)
+                return self._hub[name]
+        raise self._unknown(name)
+
+    def check(self, name: str) -> None:
+        """Refuse, without reaching the network, a name that is neither here nor a Hub repo this server may fetch."""
+        with self._lock:
+            if name in self._entries or name in self._hub:
+                return
+        if not self.hub.permits(name):
+            raise self._unknown(name)
+
+    def fetch(self, name: str) -> LoraEntry:
+        """The entry of name, downloading a permitted Hub repo's file first (size checked from the Hub's metadata).
+
+        Called before a job waits for the GPU slot; the name is listed only once its file reads as a Kolors LoRA.
+        """
+        self.check(name)
+        with self._lock:
+            if name in self._entries or name in self._hub:
+                return self._entries.get(name) or self._hub[name]
+        entry = LoraEntry(name, download_lora(name, DIFFUSERS_WEIGHTS, self.hub.max_bytes), repo_id=name)
+        check_file(entry)
+        entry.hash  # noqa: B018  (reads the whole file once, here rather than in the GPU slot)
+        with self._lock:
+            self._hub[name] = entry
+            self._hub.move_to_end(name)
+            while len(self._hub) > MAX_HUB_LORAS:
+                self._hub.popitem(last=False)
+        log.info("fetched Hub LoRA %s", name)
+        return entry
+
+    def _unknown(self, name: str) -> LoraError:
+        """The refusal of a name that is not here: the known names, never a server folder."""
+        names = self.names()
+        known = ", ".join(names[:MAX_KNOWN_SHOWN]) + (f" and {len(names) - MAX_KNOWN_SHOWN} more"
+                                                      if len(names) > MAX_KNOWN_SHOWN else "")
+        hint = ""
+        if self.hub.permits(name):  # dropped from the kept Hub LoRAs since the job was checked
+            hint = " (a Hub LoRA no longer kept here: send the request again)"
+        elif is_repo_id(name):
+            hint = (" (this server downloads no Hub LoRAs)" if self.hub.allowed == () else
+                    " (this server downloads only the Hub LoRAs its operator allows)")
+        return LoraError(f"unknown LoRA {name!r}{hint}; known: {known or 'none'}")
 
     def find_by_hash(self, short_hash: str) -> LoraEntry | None:
         """The folder's LoRA with this A1111 short hash, if any (hashes every file once)."""
-        for name in self.names():
+        for name in sorted(self._entries):
             entry = self._entries[name]
-            if entry.path is not None and entry.hash == short_hash:
+            if entry.hash == short_hash:
                 return entry
         return None
 
@@ -149,7 +212,7 @@ class LoraSwitcher:
         if not pairs and not text_layers:
             raise LoraError(f"{entry.name!r} holds no LoRA layers")
         check_shapes(entry.name, pairs, pipe.unet, "U-Net")
-        check_shapes(entry.name, text_pairs(text_layers), text_encoder, "text encoder")
+        check_shapes(entry.name, text_pairs(text_layers.state), text_encoder, "text encoder")
         while len(self._loaded) >= self.max_loaded:
             oldest = next((n for n in self._loaded if n not in keep), None)
             if oldest is None:
@@ -204,15 +267,12 @@ def _real_text_encoder(pipe):
     return encoder.encoder if isinstance(encoder, TextEncoderOnCPU) else encoder
 
 
-def _load_text_adapter(text_encoder, name: str, layers: dict) -> None:
-    """PEFT layers into ChatGLM: diffusers' loader only knows CLIP's module names, so transformers' load_adapter."""
-    from peft import LoraConfig
+def _load_text_adapter(text_encoder, name: str, text: TextLayers) -> None:
+    """PEFT layers into ChatGLM: diffusers' loader only knows CLIP's module names, so transformers' load_adapter.
 
-    pairs = text_pairs(layers)
-    rank = next(iter(pairs.values()))[0].shape[0]
-    targets = sorted({module.rsplit(".", 1)[-1] for module in pairs})
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
-    text_encoder.load_adapter(adapter_name=name, adapter_state_dict=layers, peft_config=config)
+    Scaled as trained: kohya's alphas, or the adapter's adapter_config.json (text_lora_config).
+    """
+    text_encoder.load_adapter(adapter_name=name, adapter_state_dict=text.state, peft_config=text_lora_config(text))
 
 
 def restore_loras(library: LoraLibrary, saved: list[dict]) -> tuple[list[dict], list[str]]:

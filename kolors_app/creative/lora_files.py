@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,11 @@ from kolors_app.core.errors import ValidationError
 
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+# What diffusers' save_lora_weights writes into the file's metadata: each part's LoraConfig values, prefixed.
+DIFFUSERS_METADATA = "lora_adapter_metadata"
+# The LoraConfig values that decide how a LoRA is scaled (alpha / r, or alpha / sqrt(r) with rsLoRA).
+SCALING_KEYS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
 # Signs of a LoRA made for another model family, read from the file's metadata or keys.
 FOREIGN_METADATA = {"ss_base_model_version": ("sd_v1", "sd_v2", "sdxl", "sd3", "flux"),
                     "modelspec.architecture": ("stable-diffusion", "flux", "sd3")}
@@ -31,20 +39,16 @@ class LoraError(ValidationError):
 
 @dataclass
 class LoraEntry:
-    """A LoRA the app can use: a file, a folder in diffusers layout, or a Hub repo id."""
+    """A LoRA the app can use: a file, a folder in diffusers layout, or the file downloaded from a Hub repo."""
 
     name: str
-    path: Path | None = None
+    path: Path
     repo_id: str | None = None
     _hash: str | None = field(default=None, repr=False)
 
     @property
     def weights_file(self) -> Path:
         """The safetensors file that holds the U-Net (and maybe text-encoder) layers."""
-        if self.path is None:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(self.repo_id, DIFFUSERS_WEIGHTS))
         return self.path / DIFFUSERS_WEIGHTS if self.path.is_dir() else self.path
 
     @property
@@ -71,7 +75,33 @@ def text_encoder_module_names(text_encoder) -> dict[str, str]:
     return {name.replace(".", "_"): name for name, _ in text_encoder.named_modules() if name}
 
 
-def read_lora(entry: LoraEntry, text_encoder=None) -> tuple[dict, dict]:
+@dataclass
+class TextLayers:
+    """ChatGLM's layers of a LoRA in PEFT form and what scales them: an alpha per module, or the adapter's config."""
+
+    state: dict = field(default_factory=dict)
+    alphas: dict[str, float] = field(default_factory=dict)  # module -> alpha (kohya's `alpha` keys)
+    config: dict = field(default_factory=dict)  # LoraConfig values (adapter_config.json, diffusers' metadata)
+
+    def __bool__(self) -> bool:
+        return bool(self.state)
+
+
+def check_file(entry: LoraEntry) -> None:
+    """A safetensors file holding LoRA layers for Kolors, read from its header alone (no tensor is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(entry.weights_file), framework="pt") as file:
+            metadata, keys = file.metadata() or {}, list(file.keys())
+    except (SafetensorError, OSError):
+        raise LoraError(f"{entry.name!r} is not a safetensors file") from None
+    check_family(entry.name, dict.fromkeys(keys), metadata)
+    if not any("lora" in key.lower() for key in keys):
+        raise LoraError(f"{entry.name!r} holds no LoRA layers")
+
+
+def read_lora(entry: LoraEntry, text_encoder=None) -> tuple[dict, TextLayers]:
     """(U-Net layers in diffusers form with network alphas, ChatGLM layers in PEFT form) of one LoRA."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -81,16 +111,67 @@ def read_lora(entry: LoraEntry, text_encoder=None) -> tuple[dict, dict]:
         metadata = file.metadata() or {}
     raw = load_file(str(path))
     check_family(entry.name, raw, metadata)
-    text_layers = {k.removeprefix("text_encoder."): v for k, v in raw.items() if k.startswith("text_encoder.")}
+    text = TextLayers(config=_diffusers_text_config(entry.name, metadata))
+    for key, value in raw.items():
+        if key.startswith("text_encoder.") and key.endswith(".alpha"):
+            text.alphas[key.removeprefix("text_encoder.").removesuffix(".alpha")] = float(value)
+        elif key.startswith("text_encoder."):
+            text.state[key.removeprefix("text_encoder.")] = value
     kohya_text = {k: v for k, v in raw.items() if k.startswith("lora_te_") or k.startswith("lora_te1_")}
     if kohya_text:
-        text_layers.update(_kohya_text_layers(entry.name, kohya_text, text_encoder))
+        layers, alphas = _kohya_text_layers(entry.name, kohya_text, text_encoder)
+        text.state.update(layers)
+        text.alphas.update(alphas)
     peft_folder = _peft_folder(entry)
     if peft_folder is not None:
         adapter = load_file(str(peft_folder / PEFT_WEIGHTS))
-        text_layers.update({k.removeprefix("base_model.model."): v for k, v in adapter.items()})
+        text.state.update({k.removeprefix("base_model.model."): v for k, v in adapter.items()})
+        text.config.update(_peft_config(entry.name, peft_folder))
     unet_raw = {k: v for k, v in raw.items() if not (k.startswith("text_encoder.") or k in kohya_text)}
-    return {"state": unet_raw}, text_layers
+    return {"state": unet_raw}, text
+
+
+def _diffusers_text_config(name: str, metadata: dict) -> dict:
+    """The text encoder's LoraConfig values diffusers wrote into the file's metadata, if any."""
+    if DIFFUSERS_METADATA not in metadata:
+        return {}
+    try:
+        values = json.loads(metadata[DIFFUSERS_METADATA])
+    except ValueError:
+        raise LoraError(f"{name!r} has unreadable {DIFFUSERS_METADATA} metadata") from None
+    prefix = "text_encoder."
+    return {k.removeprefix(prefix): v for k, v in values.items()
+            if k.startswith(prefix) and k.removeprefix(prefix) in SCALING_KEYS} if isinstance(values, dict) else {}
+
+
+def _peft_config(name: str, folder: Path) -> dict:
+    """The scaling values of a PEFT adapter's adapter_config.json (none: PEFT's defaults, alpha = r)."""
+    path = folder / PEFT_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise LoraError(f"{name!r} has an unreadable {PEFT_CONFIG}") from None
+    return {key: values[key] for key in SCALING_KEYS if isinstance(values, dict) and values.get(key) is not None}
+
+
+def text_lora_config(text: TextLayers):
+    """The LoraConfig that scales ChatGLM's layers as they were trained: alpha / r per module."""
+    from peft import LoraConfig
+
+    pairs = text_pairs(text.state)
+    ranks = {module: down.shape[0] for module, (down, _up) in pairs.items()}
+    targets = sorted({module.rsplit(".", 1)[-1] for module in pairs})
+    rank = text.config.get("r") or collections.Counter(ranks.values()).most_common(1)[0][0]
+    rank_pattern = {re.escape(module): value for module, value in ranks.items() if value != rank}
+    if text.config:  # the adapter's own config says how it scales
+        return LoraConfig(**{"rank_pattern": rank_pattern, **text.config, "r": rank, "target_modules": targets})
+    # Without an alpha a module is scaled by 1 (alpha = r), as diffusers and PEFT save LoRAs.
+    alphas = {module: text.alphas.get(module, float(ranks[module])) for module in pairs}
+    alpha = collections.Counter(alphas.values()).most_common(1)[0][0]
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, rank_pattern=rank_pattern,
+                      alpha_pattern={re.escape(module): value for module, value in alphas.items() if value != alpha})
 
 
 def _peft_folder(entry: LoraEntry) -> Path | None:
@@ -101,22 +182,23 @@ def _peft_folder(entry: LoraEntry) -> Path | None:
     return found[0].parent if found else None
 
 
-def _kohya_text_layers(name: str, state: dict, text_encoder) -> dict:
-    """lora_te_<module>.lora_down/up.weight keys as PEFT keys of ChatGLM's modules."""
+def _kohya_text_layers(name: str, state: dict, text_encoder) -> tuple[dict, dict[str, float]]:
+    """lora_te_<module>.lora_down/up.weight keys as PEFT keys of ChatGLM's modules, and each module's alpha."""
     if text_encoder is None:
         raise LoraError(f"{name!r} has kohya text-encoder layers but no text encoder is loaded")
     modules = text_encoder_module_names(text_encoder)
-    layers = {}
+    layers, alphas = {}, {}
     for key, value in state.items():
         stem, _, part = key.partition(".")
-        if part == "alpha":
-            continue
         module = modules.get(stem.split("_", 2)[2])
         if module is None:
             raise LoraError(f"{name!r} targets text-encoder module {stem!r}, which ChatGLM does not have "
                             "(is it a LoRA for a CLIP model?)")
-        layers[f"{module}.lora_{'A' if part.startswith('lora_down') else 'B'}.weight"] = value
-    return layers
+        if part == "alpha":
+            alphas[module] = float(value)
+        else:
+            layers[f"{module}.lora_{'A' if part.startswith('lora_down') else 'B'}.weight"] = value
+    return layers, alphas
 
 
 def check_family(name: str, raw: dict, metadata: dict) -> None:

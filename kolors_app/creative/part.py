@@ -47,7 +47,7 @@ def tools_for(manager) -> CreativeTools:
     with _TOOLS_LOCK:
         if manager not in _TOOLS:
             settings = manager.settings
-            library = lora.LoraLibrary(settings.lora_dir)
+            library = lora.LoraLibrary(settings.lora_dir, lora.HubAccess.of(settings))
             device = "cuda" if settings.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
             _TOOLS[manager] = CreativeTools(library, lora.LoraSwitcher(library),
                                             UpscalerLibrary(settings.upscaler_dir, device), settings.styles_file)
@@ -71,16 +71,22 @@ class Prepared:
 def final_prompts(request: GenerationRequest, seeds: list[int],
                   style_table: dict) -> tuple[list[str], list[str], list[LoraChoice]]:
     """Each image's prompts: LoRA tags removed, styles applied, {a|b} choices drawn from that image's seed."""
+    prompt, negative, choices = _split_loras(request)
+    prompt, negative = styles.apply_styles(prompt, negative, request.styles, style_table)
+    prompts = [dynamic_prompts.resolve(prompt, seed, "prompt") for seed in seeds]
+    negatives = [dynamic_prompts.resolve(negative, seed, "negative_prompt") for seed in seeds]
+    return prompts, negatives, choices
+
+
+def _split_loras(request: GenerationRequest) -> tuple[str, str, list[LoraChoice]]:
+    """The prompts without their `<lora:...>` tags, and the request's LoRAs: its list, then the tags' others."""
     prompt, tags = split_lora_tags(request.prompt)
     negative, negative_tags = split_lora_tags(request.negative_prompt)
     _check_tags(tags, "prompt")
     _check_tags(negative_tags, "negative_prompt")
-    prompt, negative = styles.apply_styles(prompt, negative, request.styles, style_table)
     listed = {choice.name for choice in request.loras}
     choices = list(request.loras) + [tag for tag in tags + negative_tags if tag.name not in listed]
-    prompts = [dynamic_prompts.resolve(prompt, seed) for seed in seeds]
-    negatives = [dynamic_prompts.resolve(negative, seed) for seed in seeds]
-    return prompts, negatives, read_lora_choices(choices)
+    return prompt, negative, read_lora_choices(choices)
 
 
 def _check_tags(tags: list[LoraChoice], field_name: str) -> None:
@@ -91,6 +97,20 @@ def _check_tags(tags: list[LoraChoice], field_name: str) -> None:
         except ValidationError as error:
             raise ValidationError(field_name, f"<lora:{tag.name}:{tag.weight:g}>: {error.message}", error.code,
                                   error.allowed) from None
+
+
+def check_loras(manager, request: GenerationRequest) -> None:
+    """Refuse, without reaching the network, a LoRA that is neither here nor a Hub repo this server may fetch."""
+    library = tools_for(manager).loras
+    for choice in _split_loras(request)[2]:
+        library.check(choice.name)
+
+
+def fetch_loras(manager, request: GenerationRequest) -> None:
+    """Download the request's Hub LoRAs not here yet (each size checked first); called outside the GPU slot."""
+    library = tools_for(manager).loras
+    for choice in _split_loras(request)[2]:
+        library.fetch(choice.name)
 
 
 def prepare(manager, request, seeds: list[int]) -> Prepared:

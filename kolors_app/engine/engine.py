@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from kolors_app.core.errors import ValidationError
 from kolors_app.core.validation import validate
 from kolors_app.creative.upscalers import check_factor
-from kolors_app.creative.part import tools_for
+from kolors_app.creative.part import check_loras, tools_for
 from kolors_app.engine.cost import Budget, Cost, check_budget, gpu_seconds, job_cost
 from kolors_app.engine.executors import Executor, Running
 from kolors_app.engine.jobs import GENERATE, GRADIO_QUEUED, KINDS, UPSCALE, Job, JobEvent, JobOutcome, Owner
@@ -193,7 +193,10 @@ class Engine:
         if job.kind == GENERATE and len(job.requests) > limits.max_images:
             raise ValidationError("n_iter", f"at most {limits.max_images} iterations, got {len(job.requests)}",
                                   code="out_of_range", allowed={"min": 1, "max": limits.max_images})
-        return dataclasses.replace(job, requests=[validate(request, limits) for request in job.requests])
+        requests = [validate(request, limits) for request in job.requests]
+        for request in requests:
+            check_loras(self.manager, request)  # names only; the worker fetches Hub LoRAs before the GPU slot
+        return dataclasses.replace(job, requests=requests)
 
     def _admit(self, owner: Owner, bounded: bool) -> None:
         """Refuse a job past the queue bound or the owner's (or its address's) quota; called under the lock.

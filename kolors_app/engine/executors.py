@@ -15,7 +15,8 @@ from typing import Callable
 
 from kolors_app.core.zerogpu import gpu_decorator, on_zero_gpu
 from kolors_app.engine.jobs import Job, JobEvent, JobOutcome
-from kolors_app.engine.worker import StopFlags, run_job
+from kolors_app.core.errors import ValidationError
+from kolors_app.engine.worker import StopFlags, fetch_parts, run_job
 from kolors_app.models.pipeline_manager import PipelineManager
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LocalExecutor(Executor):
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._slot = threading.Lock()  # held while a job runs (a test holds it to keep the slot busy)
 
     def start(self, job: Job, gpu_seconds: int, emit: Emit) -> Running:
         run = _LocalRun()
@@ -76,13 +78,29 @@ class LocalExecutor(Executor):
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, daemon=True, name="job-worker")
                 self._worker.start()
-        self._jobs.put((job, gpu_seconds, emit, run))
+        # Hub downloads (a LoRA named by its repo) wait in a thread of their own, not in the worker's queue.
+        threading.Thread(target=self._fetch_then_queue, args=(job, gpu_seconds, emit, run), daemon=True,
+                         name=f"fetch-{job.id}").start()
         return run
+
+    def _fetch_then_queue(self, job: Job, gpu_seconds: int, emit: Emit, run: _LocalRun) -> None:
+        try:
+            fetch_parts(self.manager, job)
+        except Exception as error:  # a refusal (too large, not found, offline) or a fault: the job ends either way
+            if isinstance(error, ValidationError):
+                log.info("job %s refused: %s", job.id, error)
+            else:
+                log.error("job %s failed\n%s", job.id, "".join(traceback.format_exception(error)).rstrip())
+            emit(JobEvent("failed", error=error))
+            return
+        self._jobs.put((job, gpu_seconds, emit, run))
 
     def _serve(self) -> None:
         while True:
+            work = self._jobs.get()
             try:
-                self._work(*self._jobs.get())
+                with self._slot:
+                    self._work(*work)
             except Exception:  # an entrance's event handler failed: log it, keep serving the others
                 log.exception("a job's event handler failed")
 

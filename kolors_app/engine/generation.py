@@ -197,7 +197,9 @@ def _step_callback(control: RunControl):
 def generate(manager: PipelineManager, request: GenerationRequest,
              control: RunControl | None = None) -> GenerationResult:
     """Generate the images of one request; raises ValidationError before any model work."""
-    return run_validated(manager, validate(request, manager.settings.limits), control)
+    request = validate(request, manager.settings.limits)
+    creative.fetch_loras(manager, request)  # Hub LoRAs, before the run takes the model
+    return run_validated(manager, request, control)
 
 
 def run_validated(manager: PipelineManager, request: GenerationRequest,

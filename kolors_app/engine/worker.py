@@ -10,7 +10,7 @@ import threading
 from typing import Callable
 
 from kolors_app.creative import xyz
-from kolors_app.creative.part import tools_for
+from kolors_app.creative.part import fetch_loras, tools_for
 from kolors_app.engine.generation import RunControl, run_validated
 from kolors_app.engine.jobs import GENERATE, PLOT, Job, JobEvent, JobOutcome
 from kolors_app.models.pipeline_manager import PipelineManager
@@ -41,6 +41,12 @@ class StopFlags:
 
     def skip(self) -> None:
         self.current.set()
+
+
+def fetch_parts(manager: PipelineManager, job: Job) -> None:
+    """What the job needs from the network (Hub LoRAs), fetched before it waits for the GPU slot."""
+    for request in job.requests:
+        fetch_loras(manager, request)
 
 
 def run_job(manager: PipelineManager, job: Job, emit: Emit, flags: StopFlags) -> JobOutcome:

@@ -29,6 +29,11 @@ def _lora_layers(model: torch.nn.Module, targets: list[str], seed: int) -> dict[
         return {key: (torch.randn_like(value) * 0.3).contiguous() for key, value in state.items()}
 
 
+def text_encoder_layers(pipe, seed: int) -> dict[str, torch.Tensor]:
+    """The PEFT-form ChatGLM layers the builders write for this seed (to load them with PEFT's own code)."""
+    return _lora_layers(pipe.text_encoder, TEXT_ENCODER_TARGETS, seed)
+
+
 def build_diffusers_lora(pipe, path, text_encoder: bool = False, seed: int = SEED + 10) -> Path:
     """A folder with pytorch_lora_weights.safetensors (diffusers format), U-Net and optionally ChatGLM layers."""
     from diffusers import KolorsPipeline
@@ -42,27 +47,34 @@ def build_diffusers_lora(pipe, path, text_encoder: bool = False, seed: int = SEE
     return path
 
 
-def build_peft_text_encoder_adapter(pipe, path, seed: int = SEED + 12) -> Path:
+def build_peft_text_encoder_adapter(pipe, path, seed: int = SEED + 12, alpha: float = RANK) -> Path:
     """A PEFT adapter folder for ChatGLM (adapter_config.json, adapter_model.safetensors), as Kolors' DreamBooth has."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     layers = _lora_layers(pipe.text_encoder, TEXT_ENCODER_TARGETS, seed)
     save_file({f"base_model.model.{key}": value for key, value in layers.items()}, path / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": RANK, "lora_alpha": RANK, "target_modules": TEXT_ENCODER_TARGETS,
+    config = {"peft_type": "LORA", "r": RANK, "lora_alpha": alpha, "target_modules": TEXT_ENCODER_TARGETS,
               "task_type": None, "bias": "none"}
     (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return path
 
 
-def build_kohya_lora(pipe, path, seed: int = SEED + 14) -> Path:
-    """One .safetensors file with kohya-style keys (lora_unet_..., lora_down/lora_up/alpha)."""
-    layers = _lora_layers(pipe.unet, UNET_TARGETS, seed)
+def build_kohya_lora(pipe, path, seed: int = SEED + 14, text_encoder: bool = False,
+                     text_alpha: float = RANK) -> Path:
+    """One .safetensors file with kohya-style keys (lora_unet_..., lora_down/lora_up/alpha).
+
+    `text_encoder`: ChatGLM layers too (lora_te_..., text_encoder_layers(pipe, seed + 1)), each alpha `text_alpha`.
+    """
+    parts = [("lora_unet_", _lora_layers(pipe.unet, UNET_TARGETS, seed), float(RANK))]
+    if text_encoder:
+        parts.append(("lora_te_", text_encoder_layers(pipe, seed + 1), text_alpha))
     state = {}
-    for key, value in layers.items():
-        module, part = key.rsplit(".lora_", 1)
-        name = "lora_unet_" + module.replace(".", "_")
-        state[f"{name}.{'lora_down' if part.startswith('A') else 'lora_up'}.weight"] = value
-        state[f"{name}.alpha"] = torch.tensor(float(RANK))
+    for prefix, layers, alpha in parts:
+        for key, value in layers.items():
+            module, part = key.rsplit(".lora_", 1)
+            name = prefix + module.replace(".", "_")
+            state[f"{name}.{'lora_down' if part.startswith('A') else 'lora_up'}.weight"] = value
+            state[f"{name}.alpha"] = torch.tensor(float(alpha))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, path, metadata={"ss_network_module": "networks.lora"})
