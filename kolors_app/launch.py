@@ -9,8 +9,10 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from kolors_app.core.config import Settings
+from kolors_app.core.logins import looks_like_an_old_list
 from kolors_app.hub.sources import TINY_MODEL
 from kolors_app.serving.http_guard import Gatekeeper, client_address
+from kolors_app.serving.logins import Logins
 from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.engine.engine import Engine
 from kolors_app.engine.executors import LocalExecutor
@@ -60,14 +62,19 @@ def check_libraries() -> None:
         log.warning("\n%s\nUNTESTED LIBRARY VERSION: %s\n%s", "!" * 100, text, "!" * 100)
 
 
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    """`user:password` -> (user, password); None when unset."""
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("auth: expected user:password")
-    return user, password
+def page_logins(settings: Settings) -> list[tuple[str, str]] | None:
+    """gradio's auth=: the (user, password) pairs of --auth; None without any."""
+    return [login.as_pair() for login in settings.auth] or None
+
+
+def warn_about_old_lists(settings: Settings) -> None:
+    """Warn where a password looks like the old comma-separated list of users: commas are part of passwords now."""
+    for name in ("auth", "api_auth"):
+        for login in getattr(settings, name):
+            if looks_like_an_old_list(login):
+                log.warning("--%s: the password of %r holds ',name:'. Commas no longer separate users: repeat "
+                            "--%s (or put one user:password a line) for several.", name.replace("_", "-"),
+                            login.user, name.replace("_", "-"))
 
 
 def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[gr.Blocks, AppContext]:
@@ -90,8 +97,10 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
     """Start serving; with `prevent_thread_lock=True` in overrides it returns at once (tests, benches)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_libraries()
+    warn_about_old_lists(settings)
     app, ctx = build(settings, manager)
     quotas = resolve(settings)
+    logins = Logins.of(settings)  # one back-off for the page's login, the REST routes, MCP and the API schema
     if on_zero_gpu():
         # ZeroGPU moves weights to the GPU lazily, but only those loaded in this process before serving.
         ctx.manager.load()
@@ -104,12 +113,13 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
 
         # Given to the FastAPI app at its creation, so that they come before gradio's own routes.
         message = lambda error: public_message(error, settings)  # noqa: E731
-        routes = a1111_router(ctx, public_message=message).routes + native_router(ctx, public_message=message).routes
+        routes = (a1111_router(ctx, public_message=message, logins=logins).routes
+                  + native_router(ctx, public_message=message, logins=logins).routes)
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
         share=settings.share,
-        auth=parse_auth(settings.auth),
+        auth=page_logins(settings),
         max_file_size=settings.limits.max_upload_bytes,
         enable_monitoring=False,
         # The History tab is the one record of a visitor's runs, and its Clear button clears it all.
@@ -118,8 +128,10 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         state_session_capacity=quotas.sessions,
         app_kwargs={"middleware": [Middleware(Gatekeeper, quotas=quotas,
                                               max_upload_bytes=settings.limits.max_upload_bytes,
-                                              upload_dir=gr.utils.get_upload_folder())], "routes": routes,
-                    **({"lifespan": mcp_lifespan(app, quotas.trust_forwarded)} if settings.mcp else {})},
+                                              upload_dir=gr.utils.get_upload_folder(), logins=logins)],
+                    "routes": routes,
+                    **({"lifespan": mcp_lifespan(app, quotas.trust_forwarded, log_in=bool(settings.auth))}
+                       if settings.mcp else {})},
         mcp_server=settings.mcp,
         i18n=i18n,
         css=CSS,

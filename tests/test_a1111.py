@@ -14,6 +14,7 @@ import webuiapi
 from gradio_http import free_port, wait_until
 from PIL import Image
 
+from kolors_app.core.logins import Login
 from kolors_app.metadata.png_chunks import JSON_KEY, read_image_parameters
 
 SMALL = dict(width=256, height=256, steps=2)
@@ -216,7 +217,7 @@ def test_api_auth_is_required_when_set(settings, manager):
     from kolors_app.api.a1111 import a1111_router
     from kolors_app.ui.runner import AppContext
 
-    ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret,other:pw"), manager)
+    ctx = AppContext(dataclasses.replace(settings, api_auth=(Login("robot", "s3cret"), Login("other", "pw"))), manager)
     app = FastAPI()
     app.include_router(a1111_router(ctx))
     client = TestClient(app)

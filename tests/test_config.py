@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from kolors_app.core.logins import Login
 from kolors_app.core.config import Limits, Settings, SettingsError, build_parser, load_settings, settings_table
 
 
@@ -81,6 +82,10 @@ def test_saving_is_off_for_share_links_and_spaces_unless_asked(monkeypatch):
     (["--queue-size", "0"], {}, r"--queue-size: must be at least 1"),
     ([], {"KOLORS_SHARE": "maybe"}, r"KOLORS_SHARE: expected true/false, got 'maybe'"),
     (["--auth", "admin"], {}, r"--auth: expected user:password"),
+    (["--auth", " alice:pw"], {}, r"--auth: the user name 'alice' has spaces around it"),
+    ([], {"KOLORS_API_AUTH": "robot:pw\nbroken"}, r"KOLORS_API_AUTH: line 2: expected user:password"),
+    (["--auth", "a:1", "--auth", "a:2"], {}, r"--auth: the user 'a' is given more than once"),
+    ([], {"KOLORS_AUTH_FILE": "/no/such/file"}, r"KOLORS_AUTH_FILE: cannot read /no/such/file"),
     (["--max-size", "1001"], {}, r"--max-size: must be a multiple of 8"),
     (["--min-size", "1024", "--max-size", "512"], {}, r"--min-size: is above max_size"),
     ([], {"KOLORS_MAX_IMAGES": "0"}, r"KOLORS_MAX_IMAGES: must be at least 1"),
@@ -108,3 +113,32 @@ def test_readme_table_has_a_row_per_setting():
     assert len(rows) == len(vars(load_settings([], {})[1]))
     assert "| `--offload` | `KOLORS_OFFLOAD` | `auto` |" in table
     assert "| `--max-images` | `KOLORS_MAX_IMAGES` | `8` |" in table
+
+
+def logins(settings_logins) -> list[tuple[str, str]]:
+    return [login.as_pair() for login in settings_logins]
+
+
+def test_a_password_is_taken_as_typed_commas_and_colons_included():
+    settings = load_settings(["--auth", "alice:pa,ss", "--api-auth", "bob:pa,x:y"], {})[0]
+    assert logins(settings.auth) == [("alice", "pa,ss")] and logins(settings.api_auth) == [("bob", "pa,x:y")]
+    assert logins(load_settings(["--auth", "alice:pa,mallory:x"], {})[0].auth) == [("alice", "pa,mallory:x")]
+    assert "pa,ss" not in repr(settings) and "Login(user='alice')" in repr(settings)
+
+
+def test_several_users_repeat_the_flag_or_take_a_line_each(tmp_path):
+    flags = load_settings(["--auth", "alice:pa,ss", "--auth", "bob:x"], {"KOLORS_AUTH": "ignored:1"})[0]
+    assert logins(flags.auth) == [("alice", "pa,ss"), ("bob", "x")]
+    # A Spaces secret holds several lines; Windows line ends, blank lines and # comments are fine.
+    lines = load_settings([], {"KOLORS_API_AUTH": "# robots\r\nrobot:se,cret\r\n\ncarol: c o l \n"})[0]
+    assert logins(lines.api_auth) == [("robot", "se,cret"), ("carol", " c o l ")]
+    assert logins(load_settings([], {"KOLORS_AUTH": "alice:pa,ss"})[0].auth) == [("alice", "pa,ss")]  # as before
+    file = tmp_path / "users.txt"
+    file.write_text("dave:d:a,v e\n# a comment\nerin:pw\n")
+    from_file = load_settings(["--auth", "alice:x"], {"KOLORS_AUTH_FILE": str(file)})[0]
+    assert logins(from_file.auth) == [("alice", "x"), ("dave", "d:a,v e"), ("erin", "pw")]
+    assert logins(load_settings(["--api-auth-file", str(file)], {})[0].api_auth) == [("dave", "d:a,v e"),
+                                                                                      ("erin", "pw")]
+    with pytest.raises(SettingsError, match=r"KOLORS_AUTH and --auth-file: the user 'dave' is given more"):
+        load_settings(["--auth-file", str(file)], {"KOLORS_AUTH": "dave:other"})
+    assert Settings(auth=(Login("a", "b"),)).auth[0].as_pair() == ("a", "b")

@@ -23,6 +23,7 @@ from gradio_http import free_port, wait_until
 from PIL import Image
 from ui_handlers import FakeProgress, handler
 
+from kolors_app.core.logins import Login
 from kolors_app.engine import worker
 from kolors_app.serving.quotas import DEFAULTS
 
@@ -39,7 +40,7 @@ def app(settings, manager, tmp_path_factory):
     folder = tmp_path_factory.mktemp("entrances")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
-        own = dataclasses.replace(settings, port=free_port(), api=True, mcp=True, api_auth="alice:pw-a,bob:pw-b",
+        own = dataclasses.replace(settings, port=free_port(), api=True, mcp=True, api_auth=(Login(*ALICE), Login(*BOB)),
                                   max_work=PUBLIC_WORK, max_output_mp=PUBLIC_OUTPUT, queue_per_session=1,
                                   queue_per_address=1, behind_proxy=True)
         blocks, ctx = launch(own, manager, prevent_thread_lock=True, quiet=True)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from gradio_http import Raw, assert_short_public_message, free_port, small, wait_until
 
+from kolors_app.core.logins import Login
 from kolors_app.core.config import Settings
 from kolors_app.core.errors import ValidationError
 from kolors_app.creative import lora
@@ -96,7 +97,7 @@ def own_manager(settings, manager, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("public-lora")
     app_settings = dataclasses.replace(settings, port=free_port(), outputs_dir=folder / "outputs", api=True,
-                                       api_auth=":".join(AUTH), lora_dir=folder / "loras",
+                                       api_auth=(Login(*AUTH),), lora_dir=folder / "loras",
                                        lora_hub_allow=f"{SMALL_REPO},{HUGE_REPO},{FOREIGN_REPO}")
     tiny_creative.build_kohya_lora(manager.load(), folder / "loras" / "local-style.safetensors")
     own = PipelineManager(app_settings)

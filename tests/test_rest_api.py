@@ -12,6 +12,7 @@ import pytest
 from gradio_http import free_port
 from PIL import Image
 
+from kolors_app.core.logins import Login
 from kolors_app.engine.generation import generate
 from kolors_app.metadata.png_chunks import JSON_KEY
 from kolors_app.core.request import GenerationRequest
@@ -159,7 +160,7 @@ def test_credentials_and_a_full_queue(settings, manager):
     from kolors_app.api.rest import PATH, native_router
     from kolors_app.ui.runner import AppContext
 
-    ctx = AppContext(dataclasses.replace(settings, api_auth="robot:s3cret", queue_size=0), manager)
+    ctx = AppContext(dataclasses.replace(settings, api_auth=(Login("robot", "s3cret"),), queue_size=0), manager)
     app = FastAPI()
     app.include_router(native_router(ctx))
     client = TestClient(app)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from kolors_app.patches.gradio import answer_mcp_outputs_with, cancel_dropped_mcp_calls, name_mcp_callers
+from kolors_app.patches.gradio import (answer_mcp_outputs_with, cancel_dropped_mcp_calls, log_in_mcp_client,
+                                      name_mcp_callers)
 from kolors_app.serving.http_guard import client_address
 from kolors_app.serving.owners import MCP_OWNER_HEADER, sign_mcp_caller
 
@@ -51,9 +52,10 @@ def content_of(types, data, root_url: str, fallback) -> list:
     return content
 
 
-def mcp_lifespan(app: gr.Blocks, trust_forwarded: bool = False):
+def mcp_lifespan(app: gr.Blocks, trust_forwarded: bool = False, log_in: bool = False):
     """A FastAPI lifespan that fits gradio's MCP server to this app once it exists (it is built at launch):
-    galleries as image content, each call owned by its own caller, and a dropped call's job stopped."""
+    galleries as image content, each call owned by its own caller, a dropped call's job stopped, and, with
+    `log_in` (under --auth), gradio's internal client logged in (its callers log in at the MCP endpoint)."""
 
     def caller_header(request) -> tuple[str, str]:
         scope = getattr(request, "scope", None) or {}
@@ -61,11 +63,13 @@ def mcp_lifespan(app: gr.Blocks, trust_forwarded: bool = False):
         return MCP_OWNER_HEADER, sign_mcp_caller(session, client_address(scope, trust_forwarded))
 
     @contextlib.asynccontextmanager
-    async def lifespan(_fastapi_app):
+    async def lifespan(fastapi_app):
         # gradio answers one image output as image content (re-encoded, without its PNG text), a gallery as text.
         answer_mcp_outputs_with(app, content_of)
         name_mcp_callers(app, caller_header)
         cancel_dropped_mcp_calls(app)
+        if log_in:
+            log_in_mcp_client(app, fastapi_app)
         yield
 
     return lifespan

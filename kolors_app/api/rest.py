@@ -88,11 +88,13 @@ def request_of(body: Any, limits):
 
 
 def native_router(ctx, public_message: Callable[[Exception], str] = lambda error: (
-                      f"generation failed ({type(error).__name__})")) -> APIRouter:
-    """The route, bound to the app's context; its jobs go to the app's one job engine."""
+                      f"generation failed ({type(error).__name__})"), logins=None) -> APIRouter:
+    """The route, bound to the app's context; its jobs go to the app's one job engine. `logins`: the app's login
+    back-off, shared with its other entrances (by default one of the router's own)."""
     settings, limits = ctx.settings, ctx.settings.limits
-    router = APIRouter(dependencies=[Depends(credentials_check(settings))])
-    caller = owner_dependency(settings)
+    check = credentials_check(settings, logins)
+    router = APIRouter(dependencies=[Depends(check)])
+    caller = owner_dependency(settings, check)
     body_limit = body_limit_of(limits)
 
     def encoded_images(result: GenerationResult) -> list[bytes]:

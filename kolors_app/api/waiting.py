@@ -3,17 +3,17 @@ refusals as JSON data."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Callable
 
 import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from kolors_app.core.errors import ValidationError
 from kolors_app.engine.engine import JobHandle
 from kolors_app.engine.jobs import JobOutcome, Owner
+from kolors_app.serving.http_guard import client_address
+from kolors_app.serving.logins import REALM, Logins, TooManyAttempts, basic_credentials
 from kolors_app.serving.owners import api_owner
 from kolors_app.serving.quotas import resolve
 
@@ -36,28 +36,31 @@ def refusal_response(error: ValidationError) -> JSONResponse:
     return error_response(422, "Invalid input", str(error), error.field, error)
 
 
-def credentials_check(settings) -> Callable:
-    """A dependency requiring HTTP Basic credentials from --api-auth (or --auth) when either is set; it gives the
-    user name (None when no credentials are configured)."""
-    text = settings.api_auth or settings.auth
-    allowed = [tuple(pair.split(":", 1)) for pair in text.split(",")] if text else []
-    basic = HTTPBasic(auto_error=False)
+def credentials_check(settings, logins: Logins | None = None) -> Callable:
+    """A dependency requiring HTTP Basic credentials of the REST users (--api-auth, else --auth) when there are
+    any, counted by the login back-off (429 with Retry-After); it gives the user name (None without users)."""
+    logins = logins or Logins.of(settings)
+    trust_forwarded = resolve(settings).trust_forwarded
 
-    def check(given: HTTPBasicCredentials | None = Depends(basic)) -> str | None:
-        if not allowed:
+    # async: it runs on the event loop, so an attempt is reserved, checked and settled with nothing in between.
+    async def check(request: Request) -> str | None:
+        if not logins.api_users:
             return None
-        if given is not None and any(secrets.compare_digest(given.username.encode(), user.encode())
-                                     & secrets.compare_digest(given.password.encode(), password.encode())
-                                     for user, password in allowed):
-            return given.username
-        raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        given = basic_credentials(request.headers.get("authorization"))
+        if given is not None:
+            try:
+                if logins.check_basic(client_address(request.scope, trust_forwarded), *given):
+                    return given[0]
+            except TooManyAttempts as refused:
+                raise HTTPException(429, str(refused), headers={"Retry-After": str(refused.retry_after)}) from None
+        raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": REALM})
 
     return check
 
 
-def owner_dependency(settings) -> Callable:
-    """A dependency giving the caller as a job owner: its user name when logged in, else its client address."""
-    check = credentials_check(settings)
+def owner_dependency(settings, check: Callable) -> Callable:
+    """A dependency giving the caller as a job owner: its user name (from `check`, the router's credentials check,
+    which then runs once per request) when logged in, else its client address."""
     trust_forwarded = resolve(settings).trust_forwarded
 
     def owner(request: Request, user: str | None = Depends(check)) -> Owner:

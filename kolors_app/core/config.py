@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kolors_app.core.hub_names import allow_list, is_allow_item
+from kolors_app.core.logins import Login, parse_logins, read_login_file, repeated_user
 
 DEFAULT_MODEL = "Kwai-Kolors/Kolors-diffusers"
 DEFAULT_IP_ADAPTER = "Kwai-Kolors/Kolors-IP-Adapter-Plus"
@@ -53,14 +54,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: str | None = None
+    auth: tuple[Login, ...] = ()
+    auth_file: Path | None = None
     queue_size: int = 32
     outputs_dir: Path = Path("outputs")
     save_outputs: bool | None = None
     preload: bool = False
     # --- API for other programs (kolors_app/a1111/, MCP) ---
     api: bool = False
-    api_auth: str | None = None
+    api_auth: tuple[Login, ...] = ()
+    api_auth_file: Path | None = None
     mcp: bool = False
     # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
     embedding_cache_mb: int = 256
@@ -125,7 +128,9 @@ _FIELD_HELP = {
     "host": "address to listen on (default 127.0.0.1; 0.0.0.0 on Spaces or from GRADIO_SERVER_NAME)",
     "port": "port to listen on (default 7860, or GRADIO_SERVER_PORT)",
     "share": "create a public Gradio share link",
-    "auth": "user:password required to open the app",
+    "auth": ("user:password required to open the page, MCP and the API schema; repeat the flag for several users "
+             "(the variable: one user:password a line). The password is everything after the first colon"),
+    "auth_file": "a file of more --auth users, one user:password a line (# starts a comment line)",
     "queue_size": "most requests waiting in the queue",
     "outputs_dir": "folder for saved images",
     "save_outputs": "save images server-side (default: on locally, off on Spaces and share links)",
@@ -170,10 +175,16 @@ _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _
 _FIELD_HELP.update({
     "api": "serve the REST APIs: the app's own POST /kolors/v1/generate and AUTOMATIC1111's under /sdapi/v1/ (on share "
            "links and Spaces only with --api-auth)",
-    "api_auth": "user:password (comma-separated for several) required by the REST APIs (/kolors/v1/, /sdapi/v1/)",
+    "api_auth": ("user:password required by the REST APIs (/kolors/v1/, /sdapi/v1/), instead of --auth's users; "
+                 "repeat the flag for several (the variable: one a line)"),
+    "api_auth_file": "a file of more --api-auth users, one user:password a line (# starts a comment line)",
     "mcp": "serve the generate actions as MCP tools at /gradio_api/mcp/",
 })
 _CONVERTERS.update({"api": _parse_bool, "mcp": _parse_bool})
+# Users and passwords: repeatable flags, and a file of one user:password a line, merged into the same setting.
+LOGIN_SETTINGS = ("auth", "api_auth")
+_CONVERTERS.update({**{name: parse_logins for name in LOGIN_SETTINGS},
+                    **{f"{name}_file": lambda text: Path(text) if text else None for name in LOGIN_SETTINGS}})
 
 # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
 ATTENTION_MODES = ("sdpa", "eager")
@@ -222,7 +233,8 @@ QUOTA_HELP = {
                         "(auto: 4096 locally, 2048 public)"),
     "outputs_free_mb": "free disk in MB kept on the outputs folder's disk; below it images are not saved (auto: 1024)",
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
-    "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
+    "login_free_attempts": ("wrong passwords (the page's login, HTTP Basic on the REST routes and MCP) per client "
+                            "address and per user before the back-off (1 s, doubling to 5 min; 429) (auto: 5)"),
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
     "allowed_hosts": ("comma-separated Host names answered "
                       "(auto: localhost names for a loopback app, any behind a proxy or public)"),
@@ -267,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _setting_names() + list(_LIMIT_FIELDS):
         flag = "--" + name.replace("_", "-")
         extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if _is_bool(name) else {}
+        if name in LOGIN_SETTINGS:
+            extra = {"action": "append", "metavar": "USER:PASSWORD"}
         default = _default(name)
-        shown = "auto" if default is None and name in AUTO_SETTINGS else default
+        shown = "auto" if default is None and name in AUTO_SETTINGS else "none" if default == () else default
         parser.add_argument(flag, dest=name, default=None, choices=_CHOICES.get(name), **extra,
                             help=f"{_help(name)} (default: {shown}; env KOLORS_{name.upper()})")
     parser.add_argument("--check", action="store_true",
@@ -308,6 +322,12 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
             message = f"expected a number, got {raw!r}" if converter in (int, float) else str(error)
             raise SettingsError(f"{source}: {message}") from None
         (limits if name in _LIMIT_FIELDS else values)[name] = converted
+    for name in LOGIN_SETTINGS:  # a file's users join those of the flags (or of the variable)
+        if values.get(f"{name}_file") is not None:
+            try:
+                values[name] = values.get(name, ()) + read_login_file(values[f"{name}_file"])
+            except ValueError as error:
+                raise SettingsError(f"{sources[f'{name}_file'][0]}: {error}") from None
     settings = Settings(**values, limits=Limits(**limits))
     check(settings, {name: source for name, (source, _raw) in sources.items()})
     return settings, args
@@ -325,11 +345,11 @@ def check(settings: Settings, sources: dict | None = None) -> None:
         refuse("port", f"must be from 1 to 65535, got {settings.port}")
     if settings.queue_size < 1:
         refuse("queue_size", f"must be at least 1, got {settings.queue_size}")
-    if settings.auth is not None and not all(settings.auth.partition(":")[::2]):
-        refuse("auth", "expected user:password")
-    if settings.api_auth is not None and not all(all(pair.partition(":")[::2])
-                                                 for pair in settings.api_auth.split(",")):
-        refuse("api_auth", "expected user:password (comma-separated for several)")
+    for name in LOGIN_SETTINGS:
+        repeated = repeated_user(getattr(settings, name))
+        if repeated is not None:
+            where = " and ".join(sources[key] for key in (name, f"{name}_file") if key in sources) or name
+            raise SettingsError(f"{where}: the user {repeated!r} is given more than once")
     if settings.api and not settings.api_auth and (settings.share or on_spaces()):
         refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password")
     for name in ("min_size", "max_size"):
@@ -361,7 +381,8 @@ def settings_table() -> str:
     rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
     for name in _setting_names() + list(_LIMIT_FIELDS):
         default = _default(name)
-        shown = "`auto`" if default is None and name in AUTO_SETTINGS else "" if default is None else f"`{default}`"
+        shown = "`auto`" if default is None and name in AUTO_SETTINGS else \
+            "" if default in (None, ()) else f"`{default}`"
         text = _help(name).replace("|", "\\|")
         rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
     rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; "

@@ -1,22 +1,28 @@
-"""gradio's patches: sessions without a copy of the page, skips passed through, one Gallery schema, the queue's door
-and the MCP server's answers."""
+"""gradio's patches: sessions without a copy of the page, skips passed through, one Gallery schema, the queue's door,
+the MCP server's answers and its internal client's login, and the page's login cookie."""
 
 from __future__ import annotations
 
 import copy
 import functools
+import secrets
 import threading
 from collections.abc import Callable
 
 import anyio
 import gradio as gr
 from gradio.blocks import BlocksConfig
+from gradio.routes import App
 from gradio.state_holder import SessionState
+from gradio_client import Client
+from starlette.requests import cookie_parser
 
 from kolors_app.patches.versions import Touched
 
 DISTRIBUTION = "gradio"
 SKIP = gr.skip()
+# The user name of the internal MCP client's login: no configured user has it (a user name ends at its first colon).
+MCP_CLIENT_USER = ":mcp"
 Jobs = list[tuple[str, object]]  # (session_hash, request) of each event waiting or running
 
 
@@ -74,6 +80,19 @@ TOUCHED = {
     ),
     "name_mcp_callers": (
         Touched("gradio.mcp:GradioMCPServer", "_prepare_tool_call_args", parameters=("name", "arguments")),
+    ),
+    "log_in_mcp_client": (
+        Touched("gradio.routes:App", "tokens", instance=lambda app_class: app_class()),
+        Touched("gradio.routes:App", "cookie_id", instance=lambda app_class: app_class()),
+        Touched("gradio.mcp:GradioMCPServer", "_get_or_create_client", extra="mcp"),
+        Touched("gradio.mcp:GradioMCPServer", "_client_instance", extra="mcp",
+                instance=lambda server_class: server_class(_probe_blocks())),
+        Touched("gradio.mcp:GradioMCPServer", "local_url", extra="mcp"),
+        Touched("gradio.mcp:GradioMCPServer", "_prepare_tool_call_args", parameters=("name", "arguments")),
+    ),
+    "page_user": (
+        Touched("gradio.routes:App", "tokens", instance=lambda app_class: app_class()),
+        Touched("gradio.routes:App", "cookie_id", instance=lambda app_class: app_class()),
     ),
     "cancel_dropped_mcp_calls": (
         Touched("gradio.mcp:GradioMCPServer", "_execute_tool_with_progress", parameters=("job", "progress_token")),
@@ -268,3 +287,49 @@ def cancel_dropped_mcp_calls(app: gr.Blocks) -> None:
             raise
 
     server._execute_tool_with_progress, server._execute_tool_without_progress = progressing, quiet
+
+
+def log_in_mcp_client(app: gr.Blocks, server_app) -> None:
+    """Log the internal client of the app's MCP server in, with a login token of its own in this process.
+
+    Under auth= gradio gives that client no credentials, so every MCP call failed. Its callers log in at the MCP
+    endpoint (kolors_app/serving/http_guard.py); their own credentials are not passed on to the internal calls.
+    """
+    server = app.mcp_server_obj
+    if server is None:
+        return
+    token = secrets.token_urlsafe(32)
+    server_app.tokens[token] = MCP_CLIENT_USER
+    cookies = {f"access-token-unsecure-{server_app.cookie_id}": token}
+
+    def logged_in_client() -> Client:
+        if server._client_instance is None:
+            if server.local_url is None:
+                raise RuntimeError("the MCP server's app has no local URL: it is not launched")
+            # gradio's own arguments (GradioMCPServer._get_or_create_client), and the login cookie.
+            server._client_instance = Client(server.local_url, download_files=False, verbose=False,
+                                             analytics_enabled=False, ssl_verify=False, _skip_components=False,
+                                             headers={"x-gradio-user": "mcp"}, httpx_kwargs={"cookies": cookies})
+        return server._client_instance
+
+    prepare = server._prepare_tool_call_args
+
+    def prepare_without_credentials(name, arguments):
+        endpoint, args, headers, block_fn = prepare(name, arguments)
+        for key in [key for key in headers if key.lower() in ("authorization", "cookie")]:
+            del headers[key]  # a caller's cookie would replace the client's own
+        return endpoint, args, headers, block_fn
+
+    server._get_or_create_client, server._prepare_tool_call_args = logged_in_client, prepare_without_credentials
+
+
+def page_user(scope) -> str | None:
+    """The user logged in on the page, from the login cookie of this request to the app; None without one."""
+    server_app = scope.get("app")
+    if not isinstance(server_app, App):
+        return None
+    cookies = cookie_parser(next((value.decode("latin-1") for key, value in scope.get("headers", ())
+                                  if key == b"cookie"), ""))
+    token = cookies.get(f"access-token-{server_app.cookie_id}") or \
+        cookies.get(f"access-token-unsecure-{server_app.cookie_id}")
+    return server_app.tokens.get(token) if token else None

@@ -1,4 +1,5 @@
-"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links.
+"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links, and
+the login that MCP and the API schema need under --auth.
 
 Every refusal is answered before gradio reads the request, with a short plain-text reason.
 """
@@ -8,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import math
 import re
 import threading
 import urllib.parse
 from pathlib import Path
 
-from kolors_app.serving.quotas import LoginThrottle, Quotas, WindowCounter
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from kolors_app.patches.gradio import page_user
+from kolors_app.serving.logins import REALM, Logins, TooManyAttempts, basic_credentials
+from kolors_app.serving.quotas import Quotas, WindowCounter
 
 log = logging.getLogger(__name__)
 # Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
@@ -23,6 +29,9 @@ UPLOAD_ROUTE = re.compile(r"/upload/?$")
 LOGIN_ROUTE = re.compile(r"/login/?$")
 UNQUEUED_ROUTE = re.compile(r"/run/predict/?$|/api/[^/]+/?$")
 DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
+# What programs read under --auth: the REST routes' schema (FastAPI's own, and its pages) and the MCP server.
+PROGRAM_ROUTE = re.compile(r"^/+(?:openapi\.json|docs|redoc)(?:/|$)|/gradio_api/+mcp(?:/|$)")
+LOGIN_BODY_BYTES = 64 * 1024
 # A multipart upload carries a few hundred bytes of headers around the file.
 MULTIPART_MARGIN = 64 * 1024
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
@@ -65,13 +74,13 @@ def host_name(value: str | None) -> str:
 class Gatekeeper:
     """The middleware; one per app, holding the counters of this process."""
 
-    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None):
+    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None, logins: Logins | None = None):
         self.app = app
         self.quotas = quotas
         self.max_upload_bytes = max_upload_bytes
         self.upload_dir = upload_dir
         self.uploads = WindowCounter(3600.0)
-        self.logins = LoginThrottle(quotas.login_free_attempts)
+        self.logins = logins or Logins(quotas.login_free_attempts)
         self.unqueued: dict[str, int] = {}
         self._lock = threading.Lock()
         self._evicting = False
@@ -107,6 +116,11 @@ class Gatekeeper:
             if refused:
                 await answer(send, *refused)
                 return
+        if self.logins.programs_need_login and PROGRAM_ROUTE.search(path):
+            refused = self._program_login_refusal(scope, address)
+            if refused:
+                await answer(send, *refused)
+                return
         if LOGIN_ROUTE.search(path) and method == b"POST":
             await self._login(scope, receive, send, address)
         elif UNQUEUED_ROUTE.search(path) and method == b"POST":
@@ -134,12 +148,31 @@ class Gatekeeper:
             return 413, f"Request too large: at most {self.quotas.max_request_bytes / 1024 / 1024:.1f} MB."
         return None
 
+    def _program_login_refusal(self, scope, address: str):
+        """None when the request carries the page's login cookie or a REST user's HTTP Basic credentials."""
+        if page_user(scope) is not None:
+            return None
+        given = basic_credentials(header(scope, b"authorization"))
+        if given is not None:
+            try:
+                if self.logins.check_basic(address, *given):
+                    return None
+            except TooManyAttempts as refused:
+                return 429, str(refused), [(b"retry-after", str(refused.retry_after).encode())]
+        return 401, "Log in: HTTP Basic credentials of a REST user (--api-auth, else --auth), or the page's login.", \
+            [(b"www-authenticate", REALM.encode())]
+
     async def _login(self, scope, receive, send, address: str):
-        wait = self.logins.wait(address)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))  # rounded up: trying again after Retry-After must be allowed
-            await answer(send, 429, f"Too many wrong passwords; try again in {seconds} s.",
-                         [(b"retry-after", str(seconds).encode())])
+        body = await read_body(receive, LOGIN_BODY_BYTES)
+        if body is None:
+            await answer(send, 413, "Login form too large.")
+            return
+        user = await form_user(scope, body)
+        try:
+            # Reserved before gradio checks the password: logins sent at once are counted as they are checked.
+            attempt = self.logins.begin(address, user)
+        except TooManyAttempts as refused:
+            await answer(send, 429, str(refused), [(b"retry-after", str(refused.retry_after).encode())])
             return
         status = {}
 
@@ -148,11 +181,11 @@ class Gatekeeper:
                 status["code"] = message["status"]
             await send(message)
 
-        await self.app(scope, receive, watch)
-        if status.get("code") == 200:
-            self.logins.succeeded(address)
-        elif status.get("code", 500) < 500:
-            self.logins.failed(address)
+        try:
+            await self.app(scope, replay(body, receive), watch)
+        finally:
+            code = status.get("code")  # gradio: 200 logged in, 400 wrong credentials
+            self.logins.end(attempt, True if code == 200 else False if code in (400, 401) else None)
 
     async def _unqueued(self, scope, receive, send, address: str):
         with self._lock:
@@ -182,6 +215,47 @@ class Gatekeeper:
                 await asyncio.to_thread(evict_oldest, self.upload_dir, self.quotas.upload_cache_bytes)
             finally:
                 self._evicting = False
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body; None when it is over `limit` bytes or the client went away."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive=None):
+    """A `receive` that hands over `body` once, then passes on the connection's own messages (its disconnect)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if receive is None:
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    return replayed
+
+
+async def form_user(scope, body: bytes) -> str:
+    """The user name of a login form (stripped, as gradio strips it); "" when there is none."""
+    try:
+        async with Request(scope, replay(body)).form() as form:
+            user = form.get("username")
+    except (HTTPException, MultiPartException):  # a malformed form: gradio refuses it too
+        return ""
+    return user.strip() if isinstance(user, str) else ""
 
 
 def _without_deep_link(query: bytes) -> bytes:

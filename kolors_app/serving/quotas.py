@@ -132,32 +132,65 @@ class WindowCounter:
 
 
 class LoginThrottle:
-    """Back-off after wrong passwords: free attempts, then waits doubling from 1 s up to 5 minutes."""
+    """Back-off after wrong passwords, per key (a client address, a user name): free attempts, then waits doubling
+    from 1 s up to 5 minutes.
+
+    An attempt is reserved before its password is checked and settled after, so that guesses sent at once count
+    as they are made: while as many attempts as are free are being checked, the next one waits too.
+    """
 
     MAX_WAIT = 300.0
+    FORGET_AFTER = 3600.0  # a key without an attempt for an hour starts again with its free attempts
+    MAX_KEYS = 100_000  # a flood of addresses or user names must not grow this without end
 
     def __init__(self, free_attempts: int):
         self.free_attempts = free_attempts
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._keys: dict[str, list] = {}  # key -> [failures, attempts being checked, time of the last attempt]
         self._lock = threading.Lock()
 
-    def wait(self, address: str, now: float | None = None) -> float:
-        """Seconds this address must wait before its next attempt (0 = may try now)."""
+    def _wait(self, key: str, now: float) -> float:
+        failures, checking, last = self._keys.get(key, (0, 0, 0.0))
+        if not checking and now - last > self.FORGET_AFTER:
+            return 0.0
+        tries = failures + checking
+        if tries < self.free_attempts:
+            return 0.0
+        return max(0.0, last + min(self.MAX_WAIT, 2.0 ** (tries - self.free_attempts)) - now)
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds this key must wait before its next attempt (0 = may try now)."""
+        with self._lock:
+            return self._wait(key, time.monotonic() if now is None else now)
+
+    def reserve(self, keys: tuple[str, ...], now: float | None = None) -> float:
+        """Reserve an attempt of every key at once: 0 when reserved, else the seconds to wait (nothing reserved)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            failures, last = self._failures.get(address, (0, 0.0))
-        if failures < self.free_attempts:
+            wait = max(self._wait(key, now) for key in keys)
+            if wait > 0:
+                return wait
+            for key in keys:
+                failures, checking, last = self._keys.pop(key, (0, 0, 0.0))
+                if not checking and now - last > self.FORGET_AFTER:
+                    failures = 0
+                self._keys[key] = [failures, checking + 1, now]  # re-inserted: the dict's order is least recent first
+            while len(self._keys) > self.MAX_KEYS:
+                self._keys.pop(next(iter(self._keys)))
             return 0.0
-        delay = min(self.MAX_WAIT, 2.0 ** (failures - self.free_attempts))
-        return max(0.0, last + delay - now)
 
-    def failed(self, address: str, now: float | None = None) -> None:
+    def settle(self, keys: tuple[str, ...], failed: bool | None, now: float | None = None) -> None:
+        """End reserved attempts: failed=True counts a failure, False clears the keys' failures, None (no verdict)
+        only ends the reservation."""
         with self._lock:
-            failures, _ = self._failures.get(address, (0, 0.0))
-            self._failures[address] = (failures + 1, time.monotonic() if now is None else now)
-            if len(self._failures) > 100_000:  # a flood of addresses must not grow this without end
-                self._failures.pop(next(iter(self._failures)))
-
-    def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._failures.pop(address, None)
+            for key in keys:
+                entry = self._keys.get(key)
+                if entry is None:  # dropped by the cap meanwhile
+                    entry = self._keys[key] = [0, 1, 0.0]
+                entry[1] = max(0, entry[1] - 1)
+                if failed:
+                    entry[0] += 1
+                    entry[2] = time.monotonic() if now is None else now
+                elif failed is False:
+                    entry[0] = 0
+                if not any(entry[:2]):
+                    del self._keys[key]

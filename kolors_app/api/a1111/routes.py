@@ -76,14 +76,16 @@ def body_limit_of(limits) -> int:
 
 
 def a1111_router(ctx, public_message: Callable[[Exception], str] =
-                 lambda error: f"generation failed ({type(error).__name__})") -> APIRouter:
+                 lambda error: f"generation failed ({type(error).__name__})", logins=None) -> APIRouter:
     """Every A1111 route, bound to the app's context (settings, manager, outputs, the job engine).
 
-    `public_message` is what a caller may see of a failed run (the app passes the page's own wording).
+    `public_message` is what a caller may see of a failed run (the app passes the page's own wording); `logins`
+    is the app's login back-off, shared with its other entrances (by default one of the router's own).
     """
     settings, limits, engine = ctx.settings, ctx.settings.limits, ctx.engine
-    router = APIRouter(dependencies=[Depends(credentials_check(settings))])
-    caller = owner_dependency(settings)
+    check = credentials_check(settings, logins)
+    router = APIRouter(dependencies=[Depends(check)])
+    caller = owner_dependency(settings, check)
     body_limit = body_limit_of(limits)
 
     def answer(body: Txt2Img, seeds: list[int], handle: JobHandle, outcome: JobOutcome) -> dict:
