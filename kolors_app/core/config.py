@@ -82,6 +82,7 @@ class Settings:
     outputs_free_mb: int | None = None
     unqueued_per_address: int | None = None
     login_free_attempts: int | None = None
+    get_rate: int | None = None
     behind_proxy: bool | None = None
     allowed_hosts: str | None = None
     # --- end quotas ---
@@ -214,6 +215,8 @@ QUOTA_HELP = {
     "outputs_free_mb": "free disk in MB kept on the outputs folder's disk; below it images are not saved (auto: 1024)",
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
     "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
+    "get_rate": ("GET requests per second per client address after a burst of 15 seconds' worth, 0 = no limit "
+                 "(auto: 0 locally, 20 public)"),
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
     "allowed_hosts": ("comma-separated Host names answered "
                       "(auto: localhost names for a loopback app, any behind a proxy or public)"),

@@ -1,4 +1,5 @@
-"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links.
+"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links,
+GETs per address, the cached page, and gradio's protocol (gradio_protocol.py).
 
 Every refusal is answered before gradio reads the request, with a short plain-text reason.
 """
@@ -14,7 +15,11 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from kolors_app.serving.quotas import LoginThrottle, Quotas, WindowCounter
+from kolors_app.serving.cache_paths import served_scope
+from kolors_app.serving.gradio_protocol import (CANCEL_ROUTE, EVENT_ROUTE, AppView, StreamSeats, cancel_refusal,
+                                                event_refusal, read_body, replay, stream_session)
+from kolors_app.serving.page_cache import PageCache, chosen_root, with_root
+from kolors_app.serving.quotas import GET_BURST_SECONDS, LoginThrottle, Quotas, TokenBuckets, WindowCounter
 
 log = logging.getLogger(__name__)
 # Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
@@ -26,6 +31,8 @@ DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
 # A multipart upload carries a few hundred bytes of headers around the file.
 MULTIPART_MARGIN = 64 * 1024
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+READ_METHODS = (b"GET", b"HEAD")
+REFUSAL_DELAY = 1.0  # seconds a GET over the limit waits for its 429
 
 
 async def answer(send, status: int, text: str, headers: list | None = None) -> None:
@@ -65,13 +72,21 @@ def host_name(value: str | None) -> str:
 class Gatekeeper:
     """The middleware; one per app, holding the counters of this process."""
 
-    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None):
+    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None, view: AppView | None = None,
+                 share_url=None, cache_pages: bool = False):
+        """`view` answers what gradio knows (events, sessions); `share_url()` is the share link once there is one,
+        and set only for a public app, whose root it then chooses; `cache_pages` keeps / and /config (no --auth)."""
         self.app = app
         self.quotas = quotas
         self.max_upload_bytes = max_upload_bytes
         self.upload_dir = upload_dir
+        self.view = view or AppView()
+        self.share_url = share_url
+        self.pages = PageCache() if cache_pages else None
         self.uploads = WindowCounter(3600.0)
         self.logins = LoginThrottle(quotas.login_free_attempts)
+        self.gets = TokenBuckets(quotas.get_rate, quotas.get_rate * GET_BURST_SECONDS) if quotas.get_rate else None
+        self.streams = StreamSeats()
         self.unqueued: dict[str, int] = {}
         self._lock = threading.Lock()
         self._evicting = False
@@ -102,6 +117,12 @@ class Gatekeeper:
             scope = dict(scope, query_string=_without_deep_link(scope["query_string"]))
         address = client_address(scope, self.quotas.trust_forwarded)
         method = scope.get("method", "GET").encode()
+        site = _site_of(scope)  # before the root is chosen: the Host the browser itself sent
+        if self.share_url is not None:
+            scope = with_root(scope, chosen_root(scope, self.share_url))
+        if method in READ_METHODS:
+            await self._read(scope, receive, send, address, path)
+            return
         if method in BODY_METHODS:
             refused = self._body_refusal(scope, path, address)
             if refused:
@@ -109,10 +130,60 @@ class Gatekeeper:
                 return
         if LOGIN_ROUTE.search(path) and method == b"POST":
             await self._login(scope, receive, send, address)
-        elif UNQUEUED_ROUTE.search(path) and method == b"POST":
-            await self._unqueued(scope, receive, send, address)
+        elif (EVENT_ROUTE.search(path) or CANCEL_ROUTE.search(path)) and method == b"POST":
+            await self._checked_event(scope, receive, send, address, path)
         elif UPLOAD_ROUTE.search(path) and method == b"POST":
+            if site is not None:
+                await answer(send, 403, f"Uploads from another site ({site}) are refused.")
+                return
             await self._upload(scope, receive, send, address)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _read(self, scope, receive, send, address: str, path: str):
+        if self.gets is not None:
+            wait = self.gets.take(address)
+            if wait > 0:
+                # Refused, yet still answered late: a flood of quick refusals would take the one event loop and the
+                # GIL from everyone else (16 connections sent 700 a second and slowed a run 3x).
+                await asyncio.sleep(REFUSAL_DELAY)
+                seconds = max(1, math.ceil(wait))
+                await answer(send, 429, f"Too many requests from your address; try again in {seconds} s.",
+                             [(b"retry-after", str(seconds).encode())])
+                return
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        seat = stream_session(path, query)
+        if seat is not None:
+            if not self.streams.take(seat):
+                # A second stream would take the first one's messages, and end its events when dropped.
+                await answer(send, 409, "This session already has an open stream.")
+                return
+            await self.streams.hold(seat, self.app, scope, receive, send)
+            return
+        served = served_scope(scope, self.upload_dir) if self.upload_dir is not None else None
+        if served is not None:
+            scope = served  # a result file named by its cache name (cache_paths.py)
+        key = self.pages.key(scope) if self.pages is not None else None
+        if key is not None:
+            await self.pages.serve(key, self.app, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _checked_event(self, scope, receive, send, address: str, path: str):
+        body = await read_body(receive, self.quotas.max_request_bytes)
+        if body is None:
+            await answer(send, 400, "Incomplete request body.")
+            return
+        if CANCEL_ROUTE.search(path):
+            refused, status = cancel_refusal(body, self.view), 404
+        else:
+            refused, status = event_refusal(path, body, self.view), 422
+        if refused:
+            await answer(send, status, refused)
+            return
+        receive = replay(body, receive)
+        if UNQUEUED_ROUTE.search(path):
+            await self._unqueued(scope, receive, send, address)
         else:
             await self.app(scope, receive, send)
 
@@ -182,6 +253,23 @@ class Gatekeeper:
                 await asyncio.to_thread(evict_oldest, self.upload_dir, self.quotas.upload_cache_bytes)
             finally:
                 self._evicting = False
+
+
+def _site_of(scope) -> str | None:
+    """The other site a browser request comes from (by Sec-Fetch-Site, then Origin), or None for this one.
+
+    Programs (gradio_client, curl) send neither header, and a browser cannot leave them out of a cross-site form.
+    """
+    fetch_site = header(scope, b"sec-fetch-site")
+    if fetch_site in ("same-origin", "none"):
+        return None
+    origin = header(scope, b"origin")
+    if fetch_site == "cross-site" or (fetch_site is not None and origin is None):
+        return (origin or fetch_site)[:80]
+    if origin is None:
+        return None
+    ours = (header(scope, b"host") or "").lower()
+    return None if urllib.parse.urlsplit(origin).netloc.lower() == ours != "" else (origin[:80] or "null")
 
 
 def _without_deep_link(query: bytes) -> bytes:
