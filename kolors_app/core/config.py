@@ -215,7 +215,7 @@ QUOTA_HELP = {
     "outputs_free_mb": "free disk in MB kept on the outputs folder's disk; below it images are not saved (auto: 1024)",
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
     "login_free_attempts": "wrong --auth passwords per address before the back-off (1 s, doubling to 5 min) (auto: 5)",
-    "get_rate": ("GET requests per second per client address after a burst of 15 seconds' worth, 0 = no limit "
+    "get_rate": ("GET requests per second per client address after a burst of 30 seconds' worth, 0 = no limit "
                  "(auto: 0 locally, 20 public)"),
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
     "allowed_hosts": ("comma-separated Host names answered "
