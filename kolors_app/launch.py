@@ -11,13 +11,15 @@ from starlette.middleware import Middleware
 from kolors_app.core.config import Settings
 from kolors_app.core.logins import looks_like_an_old_list
 from kolors_app.hub.sources import TINY_MODEL
+from kolors_app.serving.cache_paths import hide_cache_paths
+from kolors_app.serving.gradio_protocol import AppView
 from kolors_app.serving.http_guard import Gatekeeper, client_address
 from kolors_app.serving.logins import Logins
 from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.engine.engine import Engine
 from kolors_app.engine.executors import LocalExecutor
 from kolors_app.serving.owners import mcp_owner
-from kolors_app.serving.quotas import QueueQuota, Quotas, engine_limits, resolve
+from kolors_app.serving.quotas import QueueQuota, Quotas, engine_limits, is_public, resolve
 from kolors_app.testing.tiny import tiny_sources
 from kolors_app.ui.app import CSS, HEAD, create_app
 from kolors_app.ui.i18n import i18n
@@ -50,6 +52,10 @@ def _owner(session: str, request, quotas: Quotas) -> tuple[str, str]:
     if owner is not None:
         return owner.key, owner.address
     return f"session:{session}", client_address(scope, quotas.trust_forwarded)
+
+
+def _share_url_of(app: gr.Blocks):
+    return lambda: getattr(app, "share_url", None)  # set by launch(share=True) once the link is up
 
 
 def check_libraries() -> None:
@@ -90,6 +96,9 @@ def build(settings: Settings, manager: PipelineManager | None = None) -> tuple[g
     app_holder.append(app)
     app.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=1)
     limit_queue_per_visitor(app, resolve(settings))
+    # Programs get their files by name inside the cache folder, not by the server's absolute path.
+    gradio_patches.rewrite_outputs(app, set(app.studio_tabs),
+                                   lambda outputs: hide_cache_paths(outputs, gr.utils.get_upload_folder()))
     return app, ctx
 
 
@@ -128,8 +137,12 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
         state_session_capacity=quotas.sessions,
         app_kwargs={"middleware": [Middleware(Gatekeeper, quotas=quotas,
                                               max_upload_bytes=settings.limits.max_upload_bytes,
-                                              upload_dir=gr.utils.get_upload_folder(), logins=logins)],
-                    "routes": routes,
+                                              upload_dir=gr.utils.get_upload_folder(), logins=logins,
+                                              view=AppView(*gradio_patches.app_view(app)),
+                                              # A public app chooses its root: the Host is the visitor's to write.
+                                              share_url=_share_url_of(app) if is_public(settings) else None,
+                                              # With --auth the page differs per user.
+                                              cache_pages=not settings.auth)], "routes": routes,
                     **({"lifespan": mcp_lifespan(app, quotas.trust_forwarded, log_in=bool(settings.auth))}
                        if settings.mcp else {})},
         mcp_server=settings.mcp,

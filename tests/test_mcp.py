@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import io
 import json
+import re
 
 import pytest
 from gradio_http import free_port
@@ -72,6 +73,9 @@ def test_generate_an_image_answered_as_image_content(mcp_url):
     summary = json.loads(next(item.text for item in result.content if item.type == "text" and '"images"' in item.text))
     assert [p["seed"] for p in summary["images"]] == [5, 6]
     assert read_image_parameters(image).parameters["prompt"] == "一只红色的狐狸, a red fox"
+    # Each image's URL names it inside the cache folder, not by the server's path (issue 18).
+    urls = [item.text for item in result.content if item.type == "text" and item.text.startswith("Image URL:")]
+    assert len(urls) == 2 and all(re.search(r"/gradio_api/file=[0-9a-f]{40}/[^/]+\.png$", url) for url in urls), urls
 
 
 def test_a_bad_value_is_a_clear_error_naming_the_parameter(mcp_url):

@@ -11,6 +11,7 @@ import gradio as gr
 
 from kolors_app.patches.gradio import (answer_mcp_outputs_with, cancel_dropped_mcp_calls, log_in_mcp_client,
                                       name_mcp_callers)
+from kolors_app.serving.cache_paths import cache_file
 from kolors_app.serving.http_guard import client_address
 from kolors_app.serving.owners import MCP_OWNER_HEADER, sign_mcp_caller
 
@@ -38,7 +39,8 @@ def content_of(types, data, root_url: str, fallback) -> list:
         if is_gallery(output):
             for item in output:
                 image = item["image"]
-                path = Path(image.get("path") or "")
+                named = image.get("path") or ""  # a name in the cache folder (cache_paths.py), or gradio's own path
+                path = cache_file(named, gr.utils.get_upload_folder()) or Path(named)
                 if path.is_file() and path.suffix == ".png":
                     content.append(types.ImageContent(type="image", mimeType="image/png",
                                                       data=base64.b64encode(path.read_bytes()).decode("ascii")))

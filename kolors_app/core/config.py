@@ -87,6 +87,7 @@ class Settings:
     outputs_free_mb: int | None = None
     unqueued_per_address: int | None = None
     login_free_attempts: int | None = None
+    get_rate: int | None = None
     behind_proxy: bool | None = None
     allowed_hosts: str | None = None
     # --- end quotas ---
@@ -235,6 +236,8 @@ QUOTA_HELP = {
     "unqueued_per_address": "unqueued page events running at once per client address (auto: 8 locally, 4 public)",
     "login_free_attempts": ("wrong passwords (the page's login, HTTP Basic on the REST routes and MCP) per client "
                             "address and per user before the back-off (1 s, doubling to 5 min; 429) (auto: 5)"),
+    "get_rate": ("GET requests per second per client address after a burst of 30 seconds' worth, 0 = no limit "
+                 "(auto: 0 locally, 20 public)"),
     "behind_proxy": "take the client address from X-Forwarded-For (auto: on for share links and Spaces)",
     "allowed_hosts": ("comma-separated Host names answered "
                       "(auto: localhost names for a loopback app, any behind a proxy or public)"),

@@ -8,6 +8,7 @@ structure (chunk and IFD headers only, linear in the file size) and refused over
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005, 0x014A)  # Exif, GPS, Interoperability, 
 MAX_IFDS = 64
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RAW_EXIF_PROFILE = "Raw profile type exif"
+# A JPEG marker is 0xFF then a byte other than 0x00 (a stuffed 0xFF in entropy-coded data), RST0-7 or a fill 0xFF.
+JPEG_NOT_MARKERS = frozenset([0x00, 0xFF, *range(0xD0, 0xD8)])
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+JPEG_STANDALONE = frozenset([0x01, 0xD8])  # TEM and SOI carry no length (RSTn are skipped with the scan data)
+JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
 
 
 @dataclass
@@ -42,7 +48,7 @@ def inspect(data: bytes, limits: Limits, field: str = "image") -> Structure:
     if data.startswith(PNG_SIGNATURE):
         return _inspect_png(data, limits, field)
     if data[:2] == b"\xff\xd8":
-        scans = data.count(b"\xff\xda")  # 0xFF in entropy-coded data is always followed by 0x00
+        scans = jpeg_scans(data, limits.max_jpeg_scans)
         if scans > limits.max_jpeg_scans:
             raise ValidationError(field, f"is a JPEG of {scans:,} scans; at most {limits.max_jpeg_scans} allowed")
         return Structure("jpeg")
@@ -137,6 +143,36 @@ def tiff_cost(data: bytes, start: int, max_ifds: int, field: str, chain: bool = 
         if chain and in_chain and following:
             pending.append((following[0], True))
     return pages, cost
+
+
+def jpeg_scans(data: bytes, limit: int) -> int:
+    """The scans (SOS markers) of the first image of a JPEG, counted up to `limit` + 1.
+
+    Segments are walked by their lengths, as libjpeg reads them, so bytes inside an APPn or COM payload are not
+    taken for markers; after each scan header the entropy-coded data is skipped to the next real marker.
+    """
+    position, scans = 2, 0
+    while position + 4 <= len(data):
+        if data[position] != 0xFF or data[position + 1] in JPEG_NOT_MARKERS:
+            found = JPEG_MARKER.search(data, position)  # junk or entropy-coded data: on to the next marker
+            if found is None:
+                break
+            position = found.start()
+            continue
+        marker = data[position + 1]
+        if marker == JPEG_EOI:
+            break
+        if marker in JPEG_STANDALONE:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == JPEG_SOS:
+            scans += 1
+            if scans > limit:
+                break
+            found = JPEG_MARKER.search(data, position)
+            position = found.start() if found else len(data)
+    return scans
 
 
 def available_formats() -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from kolors_app.core.request import CONTROL_TYPES, MAX_CONTROL_UNITS, OUTPAINT_SIDES, control_name
@@ -16,6 +17,8 @@ INPAINT_LABELS = {"mask_blur": "Mask blur", "inpaint_area": "Inpaint area", "inp
                   **{f"outpaint_{side}": f"Outpaint {side}" for side in OUTPAINT_SIDES}}
 AREA_TEXT = {"whole": "Whole picture", "masked": "Only masked"}
 # Unit attribute -> label inside the quoted unit text.
+# sd-webui-controlnet writes a model as "name [hash]".
+MODEL_HASH = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 UNIT_LABELS = {"scale": "Weight", "start": "Guidance Start", "end": "Guidance End", "low_threshold": "Threshold A",
                "high_threshold": "Threshold B"}
 
@@ -55,16 +58,21 @@ def read_control_labels(labels: dict[str, str], found: dict[str, Any], notes: li
             found[key] = text == "True"
         elif key == "inpaint_model":
             found[key] = text
-        elif text.isdigit():
+        elif text.isascii() and text.isdigit():  # str.isdigit() also takes "²", which int() refuses
             found[key] = int(text)
         else:
             notes.append(f"{label} {text!r} is not a whole number; left at its default")
     index = 0
     for label in sorted(name for name in labels if name.startswith("ControlNet ")):
         inner = dict((k, unquote(v.strip())) for k, v in settings_pairs(unquote(labels[label])))
-        kind = next((k for k, repo in CONTROLNET_REPOS.items() if repo.endswith(inner.get("Model", ""))), None)
+        model = MODEL_HASH.sub("", inner.get("Model", "")).strip()
+        if not model:
+            notes.append(f"{label} names no Model; left out")
+            continue
+        kind = next((k for k, repo in CONTROLNET_REPOS.items()
+                     if model.lower() in (repo.lower(), repo.split("/")[-1].lower())), None)
         if kind is None and inner.get("Module") in CONTROL_TYPES:
-            kind = inner["Module"]
+            kind = inner["Module"]  # an SD ControlNet of a kind Kolors has: its settings still apply
         if kind is None or index >= MAX_CONTROL_UNITS:
             notes.append(f"{label} ({inner.get('Model', '?')}) is not a Kolors ControlNet; left out")
             continue

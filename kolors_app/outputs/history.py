@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from PIL import Image
 
 from kolors_app.core.config import Limits
-from kolors_app.media.images import DECODE_ERRORS
+from kolors_app.media.image_guard import open_image
 from kolors_app.core.schema import clean_parameters
 from kolors_app.metadata.png_chunks import save_png
 from kolors_app.core.errors import ValidationError
@@ -86,7 +86,7 @@ def validate_entry(value: Any, field: str = "entry", limits: Limits = Limits()) 
         "time": float(moment),
         "parameters": clean_parameters(value["parameters"], f"{field}.parameters", limits),
         "seeds": _seeds(value.get("seeds", []), f"{field}.seeds"),
-        "thumbnail": _thumbnail(value.get("thumbnail", ""), f"{field}.thumbnail"),
+        "thumbnail": _thumbnail(value.get("thumbnail", ""), f"{field}.thumbnail", limits),
     }
 
 
@@ -101,7 +101,7 @@ def _seeds(value: Any, field: str) -> list[int]:
     return list(value)
 
 
-def _thumbnail(value: Any, field: str) -> str:
+def _thumbnail(value: Any, field: str, limits: Limits) -> str:
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
@@ -120,10 +120,11 @@ def _thumbnail(value: Any, field: str) -> str:
         raise ValidationError(field, f"does not hold a {kind.upper()} image")
     # The header only: a few kB of PNG can hold a huge image, which the History tab would decode on every view.
     try:
-        with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
-            width, height = image.size
-    except (binascii.Error, Image.DecompressionBombError, *DECODE_ERRORS):
-        raise ValidationError(field, f"does not hold a readable {kind.upper()} image") from None
+        data = base64.b64decode(payload)
+    except binascii.Error:
+        raise ValidationError(field, "holds invalid base64 data") from None
+    with open_image(data, limits, field) as image:  # its structure checked first, like any upload
+        width, height = image.size
     if max(width, height) > THUMBNAIL_SIZE:
         raise ValidationError(field, f"is {width}x{height}; at most {THUMBNAIL_SIZE} px a side")
     return value

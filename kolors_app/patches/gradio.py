@@ -1,5 +1,6 @@
 """gradio's patches: sessions without a copy of the page, skips passed through, one Gallery schema, the queue's door,
-the MCP server's answers and its internal client's login, and the page's login cookie."""
+what the app's guard may ask of gradio, some events' outputs rewritten, the MCP server's answers and its internal
+client's login, and the page's login cookie."""
 
 from __future__ import annotations
 
@@ -73,6 +74,16 @@ TOUCHED = {
         Touched("gradio.data_classes", "PredictBodyInternal", parameters=("session_hash",)),
     ),
     "queue_length": (QUEUE, Touched("gradio.queueing:Queue", "__len__")),
+    "app_view": (
+        QUEUE,
+        Touched("gradio.blocks:Blocks", "fns", instance=lambda _: _probe_blocks()),
+        Touched("gradio.block_function:BlockFunction", "api_name", instance=_probe_function),
+        Touched("gradio.queueing:Queue", "pending_event_ids_session", instance=_probe_queue),
+    ),
+    "rewrite_outputs": (
+        Touched("gradio.blocks:Blocks", "postprocess_data", parameters=("block_fn", "predictions", "state")),
+        Touched("gradio.block_function:BlockFunction", "api_name", instance=_probe_function),
+    ),
     "answer_mcp_outputs_with": (
         Touched("gradio.blocks:Blocks", "mcp_server_obj", instance=lambda _: _probe_blocks()),
         Touched("gradio.mcp:GradioMCPServer", "postprocess_output_data", parameters=("data", "root_url")),
@@ -226,6 +237,30 @@ def screen_queue_joins(app: gr.Blocks, refusal: Callable[[Jobs, str, object], st
 def queue_length(app: gr.Blocks) -> int:
     """How many events wait in the app's queue."""
     return len(app._queue)
+
+
+def app_view(app: gr.Blocks) -> tuple[Callable[[int], bool], Callable[[str], bool], Callable[[str, str], bool]]:
+    """(is this an event's fn_index, is this an event's api_name, is this event waiting or running in this session)."""
+    queue = app._queue
+
+    def api_known(name: str) -> bool:
+        return any(fn.api_name == name for fn in list(app.fns.values()))
+
+    def event_in_session(session_hash: str, event_id: str) -> bool:
+        return event_id in queue.pending_event_ids_session.get(session_hash, ())
+
+    return (lambda index: index in app.fns), api_known, event_in_session
+
+
+def rewrite_outputs(app: gr.Blocks, api_names: set[str], rewrite: Callable[[list], list]) -> None:
+    """Pass the serialized outputs of the events named `api_names` through `rewrite` before they are sent."""
+    postprocess = app.postprocess_data  # the class's (with skips passed through), bound to this app
+
+    async def postprocess_data(block_fn, predictions, state):
+        outputs = await postprocess(block_fn, predictions, state)
+        return rewrite(outputs) if block_fn.api_name in api_names else outputs
+
+    app.postprocess_data = postprocess_data
 
 
 def answer_mcp_outputs_with(app: gr.Blocks, convert: Callable) -> None:

@@ -1,5 +1,6 @@
-"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins, deep links, and
-the login that MCP and the API schema need under --auth.
+"""ASGI middleware in front of gradio: host names, body sizes, upload quota and cache cap, logins (and the login
+that MCP and the API schema need under --auth), deep links, GETs per address, the cached page, and gradio's
+protocol (gradio_protocol.py).
 
 Every refusal is answered before gradio reads the request, with a short plain-text reason.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import threading
@@ -19,22 +21,28 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from kolors_app.patches.gradio import page_user
+from kolors_app.serving.cache_paths import served_scope
+from kolors_app.serving.gradio_protocol import (CANCEL_ROUTE, EVENT_ROUTE, AppView, StreamSeats, cancel_refusal,
+                                                event_refusal, read_body, replay, stream_session)
+from kolors_app.serving.page_cache import PageCache, chosen_root, with_root
 from kolors_app.serving.logins import REALM, Logins, TooManyAttempts, basic_credentials
-from kolors_app.serving.quotas import Quotas, WindowCounter
+from kolors_app.serving.quotas import GET_BURST_SECONDS, Quotas, TokenBuckets, WindowCounter
 
 log = logging.getLogger(__name__)
 # Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
 REMOTE_FILE_ROUTE = re.compile(r"/file[=/]\s*[a-z][a-z0-9+.\-]*:", re.IGNORECASE)
 UPLOAD_ROUTE = re.compile(r"/upload/?$")
 LOGIN_ROUTE = re.compile(r"/login/?$")
-UNQUEUED_ROUTE = re.compile(r"/run/predict/?$|/api/[^/]+/?$")
-DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
 # What programs read under --auth: the REST routes' schema (FastAPI's own, and its pages) and the MCP server.
 PROGRAM_ROUTE = re.compile(r"^/+(?:openapi\.json|docs|redoc)(?:/|$)|/gradio_api/+mcp(?:/|$)")
 LOGIN_BODY_BYTES = 64 * 1024
+UNQUEUED_ROUTE = re.compile(r"/run/predict/?$|/api/[^/]+/?$")
+DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
 # A multipart upload carries a few hundred bytes of headers around the file.
 MULTIPART_MARGIN = 64 * 1024
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
+READ_METHODS = (b"GET", b"HEAD")
+REFUSAL_DELAY = 1.0  # seconds a GET over the limit waits for its 429
 
 
 async def answer(send, status: int, text: str, headers: list | None = None) -> None:
@@ -74,13 +82,21 @@ def host_name(value: str | None) -> str:
 class Gatekeeper:
     """The middleware; one per app, holding the counters of this process."""
 
-    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None, logins: Logins | None = None):
+    def __init__(self, app, quotas: Quotas, max_upload_bytes: int, upload_dir=None, view: AppView | None = None,
+                 share_url=None, cache_pages: bool = False, logins: Logins | None = None):
+        """`view` answers what gradio knows (events, sessions); `share_url()` is the share link once there is one,
+        and set only for a public app, whose root it then chooses; `cache_pages` keeps / and /config (no --auth)."""
         self.app = app
         self.quotas = quotas
         self.max_upload_bytes = max_upload_bytes
         self.upload_dir = upload_dir
+        self.view = view or AppView()
+        self.share_url = share_url
+        self.pages = PageCache() if cache_pages else None
         self.uploads = WindowCounter(3600.0)
         self.logins = logins or Logins(quotas.login_free_attempts)
+        self.gets = TokenBuckets(quotas.get_rate, quotas.get_rate * GET_BURST_SECONDS) if quotas.get_rate else None
+        self.streams = StreamSeats()
         self.unqueued: dict[str, int] = {}
         self._lock = threading.Lock()
         self._evicting = False
@@ -111,22 +127,78 @@ class Gatekeeper:
             scope = dict(scope, query_string=_without_deep_link(scope["query_string"]))
         address = client_address(scope, self.quotas.trust_forwarded)
         method = scope.get("method", "GET").encode()
-        if method in BODY_METHODS:
-            refused = self._body_refusal(scope, path, address)
-            if refused:
-                await answer(send, *refused)
-                return
+        site = _site_of(scope)  # before the root is chosen: the Host the browser itself sent
+        if self.share_url is not None:
+            scope = with_root(scope, chosen_root(scope, self.share_url))
         if self.logins.programs_need_login and PROGRAM_ROUTE.search(path):
             refused = self._program_login_refusal(scope, address)
             if refused:
                 await answer(send, *refused)
                 return
+        if method in READ_METHODS:
+            await self._read(scope, receive, send, address, path)
+            return
+        if method in BODY_METHODS:
+            refused = self._body_refusal(scope, path, address)
+            if refused:
+                await answer(send, *refused)
+                return
         if LOGIN_ROUTE.search(path) and method == b"POST":
             await self._login(scope, receive, send, address)
-        elif UNQUEUED_ROUTE.search(path) and method == b"POST":
-            await self._unqueued(scope, receive, send, address)
+        elif (EVENT_ROUTE.search(path) or CANCEL_ROUTE.search(path)) and method == b"POST":
+            await self._checked_event(scope, receive, send, address, path)
         elif UPLOAD_ROUTE.search(path) and method == b"POST":
+            if site is not None:
+                await answer(send, 403, f"Uploads from another site ({site}) are refused.")
+                return
             await self._upload(scope, receive, send, address)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _read(self, scope, receive, send, address: str, path: str):
+        if self.gets is not None:
+            wait = self.gets.take(address)
+            if wait > 0:
+                # Refused, yet still answered late: a flood of quick refusals would take the one event loop and the
+                # GIL from everyone else (16 connections sent 700 a second and slowed a run 3x).
+                await asyncio.sleep(REFUSAL_DELAY)
+                seconds = max(1, math.ceil(wait))
+                await answer(send, 429, f"Too many requests from your address; try again in {seconds} s.",
+                             [(b"retry-after", str(seconds).encode())])
+                return
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        seat = stream_session(path, query)
+        if seat is not None:
+            if not self.streams.take(seat):
+                # A second stream would take the first one's messages, and end its events when dropped.
+                await answer(send, 409, "This session already has an open stream.")
+                return
+            await self.streams.hold(seat, self.app, scope, receive, send)
+            return
+        served = served_scope(scope, self.upload_dir) if self.upload_dir is not None else None
+        if served is not None:
+            scope = served  # a result file named by its cache name (cache_paths.py)
+        key = self.pages.key(scope) if self.pages is not None else None
+        if key is not None:
+            await self.pages.serve(key, self.app, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _checked_event(self, scope, receive, send, address: str, path: str):
+        body = await read_body(receive, self.quotas.max_request_bytes)
+        if body is None:
+            await answer(send, 400, "Incomplete request body.")
+            return
+        if CANCEL_ROUTE.search(path):
+            refused, status = cancel_refusal(body, self.view), 404
+        else:
+            refused, status = event_refusal(path, body, self.view), 422
+        if refused:
+            await answer(send, status, refused)
+            return
+        receive = replay(body, receive)
+        if UNQUEUED_ROUTE.search(path):
+            await self._unqueued(scope, receive, send, address)
         else:
             await self.app(scope, receive, send)
 
@@ -217,45 +289,21 @@ class Gatekeeper:
                 self._evicting = False
 
 
-async def read_body(receive, limit: int) -> bytes | None:
-    """The whole request body; None when it is over `limit` bytes or the client went away."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
-            return None
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+def _site_of(scope) -> str | None:
+    """The other site a browser request comes from (by Sec-Fetch-Site, then Origin), or None for this one.
 
-
-def replay(body: bytes, receive=None):
-    """A `receive` that hands over `body` once, then passes on the connection's own messages (its disconnect)."""
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        if receive is None:
-            return {"type": "http.disconnect"}
-        return await receive()
-
-    return replayed
-
-
-async def form_user(scope, body: bytes) -> str:
-    """The user name of a login form (stripped, as gradio strips it); "" when there is none."""
-    try:
-        async with Request(scope, replay(body)).form() as form:
-            user = form.get("username")
-    except (HTTPException, MultiPartException):  # a malformed form: gradio refuses it too
-        return ""
-    return user.strip() if isinstance(user, str) else ""
+    Programs (gradio_client, curl) send neither header, and a browser cannot leave them out of a cross-site form.
+    """
+    fetch_site = header(scope, b"sec-fetch-site")
+    if fetch_site in ("same-origin", "none"):
+        return None
+    origin = header(scope, b"origin")
+    if fetch_site == "cross-site" or (fetch_site is not None and origin is None):
+        return (origin or fetch_site)[:80]
+    if origin is None:
+        return None
+    ours = (header(scope, b"host") or "").lower()
+    return None if urllib.parse.urlsplit(origin).netloc.lower() == ours != "" else (origin[:80] or "null")
 
 
 def _without_deep_link(query: bytes) -> bytes:
@@ -289,3 +337,17 @@ def evict_oldest(folder, cap_bytes: int) -> int:
     return removed
 
 
+
+
+async def _disconnected():
+    return {"type": "http.disconnect"}
+
+
+async def form_user(scope, body: bytes) -> str:
+    """The user name of a login form (stripped, as gradio strips it); "" when there is none."""
+    try:
+        async with Request(scope, replay(body, _disconnected)).form() as form:
+            user = form.get("username")
+    except (HTTPException, MultiPartException):  # a malformed form: gradio refuses it too
+        return ""
+    return user.strip() if isinstance(user, str) else ""

@@ -6,9 +6,10 @@ applies the same limits. Defaults differ for a local app and a public one (share
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from kolors_app.core.config import Settings, on_spaces
@@ -30,6 +31,7 @@ class Quotas:
     outputs_free_bytes: int  # free disk kept on the outputs folder's disk
     unqueued_per_address: int  # unqueued events running at once per client address
     login_free_attempts: int  # wrong passwords before the back-off starts
+    get_rate: int  # GET requests per second per client address after a burst (0 = no limit)
     trust_forwarded: bool  # take the client address from X-Forwarded-For (behind a proxy)
     allowed_hosts: tuple[str, ...] | None  # Host names answered; None = any
 
@@ -47,7 +49,11 @@ DEFAULTS = {
     "outputs_free_mb": (1024, 1024),
     "unqueued_per_address": (8, 4),
     "login_free_attempts": (5, 5),
+    # A page load makes about 115 GETs at once and a program polls progress once a second; a flood of /config
+    # (680 kB each) from one address must not take the event loop from everyone else.
+    "get_rate": (0, 20),
 }
+GET_BURST_SECONDS = 30  # 600 at the public rate: five page loads in a row
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -73,6 +79,7 @@ def resolve(settings: Settings) -> Quotas:
         max_request_bytes=value("max_request_mb") * mb, upload_quota_bytes=value("upload_quota_mb") * mb,
         upload_cache_bytes=value("upload_cache_mb") * mb, outputs_free_bytes=value("outputs_free_mb") * mb,
         unqueued_per_address=value("unqueued_per_address"), login_free_attempts=value("login_free_attempts"),
+        get_rate=value("get_rate"),
         trust_forwarded=proxied, allowed_hosts=allowed_hosts(settings, public or proxied))
 
 
@@ -111,24 +118,77 @@ class QueueQuota:
 
 
 class WindowCounter:
-    """Amounts per key over a sliding window (upload bytes per address per hour)."""
+    """Amounts per key over a sliding window (upload bytes per address per hour).
 
-    def __init__(self, window: float):
+    A key whose amounts have all left the window is dropped, and at most `max_keys` keys are kept (the one
+    least recently added to goes first), so a flood of addresses cannot grow it without end.
+    """
+
+    def __init__(self, window: float, max_keys: int = 100_000):
         self.window = window
-        self._items: dict[str, deque] = defaultdict(deque)
+        self.max_keys = max_keys
+        self._items: dict[str, deque] = {}
         self._lock = threading.Lock()
 
     def total(self, key: str, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         with self._lock:
-            items = self._items[key]
-            while items and items[0][0] < now - self.window:
-                items.popleft()
+            items = self._items.get(key)
+            if items is None:
+                return 0
+            self._expire(key, items, now)
             return sum(amount for _, amount in items)
 
     def add(self, key: str, amount: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self._lock:
-            self._items[key].append((time.monotonic() if now is None else now, amount))
+            items = self._items.pop(key, None) or deque()
+            self._items[key] = items  # re-inserted: the dict's order is the order of last use
+            items.append((now, amount))
+            # A few of the oldest keys are looked at on each add: expired ones go, and the cap holds.
+            for old in list(itertools.islice(self._items, 2)):
+                if old != key:
+                    self._expire(old, self._items[old], now)
+            while len(self._items) > self.max_keys:
+                self._items.pop(next(iter(self._items)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _expire(self, key: str, items: deque, now: float) -> None:
+        while items and items[0][0] < now - self.window:
+            items.popleft()
+        if not items:
+            del self._items[key]
+
+
+class TokenBuckets:
+    """Requests per key: `burst` at once, then `rate` a second; a key idle long enough to be full is forgotten."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000):
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when), in the order of last use
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when one request of `key` may go now (and counts it), else the seconds until one may."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, when = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            self._buckets[key] = (tokens - 1, now) if tokens >= 1 else (tokens, now)
+            for old in list(itertools.islice(self._buckets, 2)):
+                left, last = self._buckets[old]
+                if old != key and left + (now - last) * self.rate >= self.burst:
+                    del self._buckets[old]  # full again: the same as never seen
+            while len(self._buckets) > self.max_keys:
+                self._buckets.pop(next(iter(self._buckets)))
+            return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class LoginThrottle:

@@ -12,6 +12,7 @@ from kolors_app.core.schema import request_from_dict
 from kolors_app.core.validation import validate
 from kolors_app.creative import xyz
 from kolors_app.creative.part import final_prompts, tools_for
+from kolors_app.media.images import load_image
 from kolors_app.engine.jobs import PAGE, PLOT, UPSCALE, Job, PlotSpec, UpscaleSpec
 from kolors_app.outputs.result_files import encode_png, write_served_png
 from kolors_app.ui.i18n import i18n
@@ -102,7 +103,9 @@ def creative_tab(ctx: AppContext) -> dict:
         run_plot = gr.Button(i18n("run_plot"), elem_id="creative-run-plot")
     with gr.Accordion(i18n("upscale"), open=False, elem_id="creative-upscale"):
         with gr.Row():
-            source = gr.Image(type="pil", label=i18n("init_image"), elem_id="creative-upscale-source")
+            # A path, opened by load_image: gradio's preprocessing would decode it before any check.
+            source = gr.Image(type="filepath", image_mode=None, label=i18n("init_image"),
+                              elem_id="creative-upscale-source")
             upscaled = gr.Image(type="pil", label=i18n("upscaled"), format="png", elem_id="creative-upscaled")
         with gr.Row():
             upscale_with = gr.Dropdown(tools.upscalers.names(latent=False), value="Lanczos",
@@ -171,9 +174,14 @@ def creative_tab(ctx: AppContext) -> dict:
 
     run_plot.click(plot, inputs + axis_rows, [gallery, result], concurrency_id="gpu", api_visibility="private")
 
-    def upscale_image(image, name, amount, request: gr.Request):
-        if image is None:
+    def upscale_image(value, name, amount, request: gr.Request):
+        path = value.get("path") if isinstance(value, dict) else value
+        if not path:
             raise gr.Error("image: an image is required", title="Invalid input")
+        try:
+            image = load_image(path, ctx.settings.limits, allowed_roots=[gr.utils.get_upload_folder()])
+        except ValidationError as error:
+            raise gr.Error(as_text(str(error)), title="Invalid input") from None
         upscale = UpscaleSpec(image, name, amount if isinstance(amount, (int, float)) else float(amount or 0))
         handle = submit(ctx, Job(UPSCALE, owner_of(ctx, request), PAGE, upscale=upscale), request, follow=False)
         try:
@@ -187,7 +195,7 @@ def creative_tab(ctx: AppContext) -> dict:
                 handle.stop()
 
     upscale_run.click(upscale_image, [source, upscale_with, factor], upscaled, concurrency_id="gpu",
-                      api_visibility="private")
+                      preprocess=False, api_visibility="private")
     return {"prompt": prompt, "loras": loras, "styles": style_names, "final": final, "gallery": gallery,
             "result": result, "generate": generate, "run_plot": run_plot}
 

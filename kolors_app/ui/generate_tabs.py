@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 # Every event that runs the model shares this id, so the GPU runs one request at a time.
 GPU_QUEUE = "gpu"
 # image_mode=None: gradio hands over the uploaded file as it is; with a mode it would decode and convert every
-# upload (a 100-megapixel PNG of 400 kB takes 600 MB) before load_image's limits could refuse it.
+# upload (a 100-megapixel PNG of 400 kB takes 600 MB) before load_image's limits could refuse it. Even so its
+# preprocessing opens the file (Pillow reads every TIFF tag then), so every event taking an image input has
+# preprocess=False and opens it through load_image (tests/test_round3_images.py checks them all).
 IMAGE_INPUT = {"type": "filepath", "image_mode": None}
 # How image-to-image brings the init image to the generation size (A1111's resize modes).
 RESIZE_MODES = ("crop", "fit", "stretch")
@@ -104,8 +106,13 @@ def _examples(controls: GenerationControls, mode: str) -> gr.Dataset | None:
     return table
 
 
-def size_of_upload(path: str | None, limits=None):
-    """Width, height and preset matching an uploaded image's aspect ratio, at about one megapixel."""
+def size_of_upload(value: str | dict | None, limits=None):
+    """Width, height and preset matching an uploaded image's aspect ratio, at about one megapixel.
+
+    Its event skips gradio's preprocessing, which would open the file (and read every TIFF tag) before any check:
+    `value` is gradio's file payload, or a path.
+    """
+    path = value.get("path") if isinstance(value, dict) else value
     try:
         size = header_size(path, limits, allowed_roots=[gr.utils.get_upload_folder()])  # structure, header only
         width, height = size_for(size, limits=limits)
@@ -286,9 +293,9 @@ def image_to_image_tab(ctx: AppContext) -> GenerationTab:
         units = control_accordion(ctx, "image_to_image")
     tab = GenerationTab("image_to_image", controls, {"image": image}, {"strength": strength},
                         options={"resize_mode": resize_mode}, units=units)
-    image.upload(lambda path: size_of_upload(path, ctx.settings.limits), image,
+    image.upload(lambda value: size_of_upload(value, ctx.settings.limits), image,
                  [controls.width, controls.height, controls.aspect], queue=False, api_visibility="private",
-                 api_name="size_of_upload")
+                 api_name="size_of_upload", preprocess=False)
     tab.examples = _examples(controls, "image_to_image")
 
     def image_to_image(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler,
@@ -348,7 +355,7 @@ def ip_adapter_tab(ctx: AppContext) -> GenerationTab:
         units = control_accordion(ctx, "ip_adapter")
     tab = GenerationTab("ip_adapter", controls, {"ip_adapter_image": reference, "image": init},
                         {"ip_adapter_scale": scale, "strength": strength}, units=units)
-    init.change(lambda value: gr.Slider(interactive=bool(value)), init, strength, queue=False,
+    init.change(lambda value: gr.Slider(interactive=bool(value)), init, strength, queue=False, preprocess=False,
                 show_progress="hidden", api_visibility="private")
 
     def ip_adapter(prompt, negative_prompt, width, height, num_inference_steps, guidance_scale, scheduler, seed,

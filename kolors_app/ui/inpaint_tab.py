@@ -100,8 +100,8 @@ def inpaint_tab(ctx: AppContext) -> GenerationTab:
                         {"strength": strength, "mask_blur": mask_blur, "inpaint_padding": padding,
                          "inpaint_area": area, "inpaint_model": model, "keep_unmasked": keep},
                         units=units, restored={f"outpaint_{side}": box for side, box in zip(OUTPAINT_SIDES, sides)})
-    image.upload(lambda path: size_of_upload(path, limits), image, [controls.width, controls.height, controls.aspect],
-                 queue=False, api_visibility="private")
+    image.upload(lambda value: size_of_upload(value, limits), image, [controls.width, controls.height, controls.aspect],
+                 queue=False, preprocess=False, api_visibility="private")
     image.change(lambda value: editor_background(limits, value), image, editor, queue=False, preprocess=False,
                  show_progress="hidden", api_visibility="private")
     tab.examples = _examples(controls, "inpaint")

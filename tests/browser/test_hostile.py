@@ -126,3 +126,40 @@ def test_each_visitor_keeps_their_own_settings_and_results(visitor):
     expect(bob.locator("#text_to_image-infotext textarea")).to_have_value(re.compile("bob's owl"))
     expect(bob.locator("#text_to_image-infotext textarea")).not_to_have_value(re.compile("alice"))
     assert "alice" not in json.dumps(bob.evaluate("Object.assign({}, window.localStorage)"))
+
+
+@pytest.fixture(scope="module")
+def public_url(start_app):
+    """A public app (as on a Space) on loopback: GETs limited per address, the root chosen by the app."""
+    from gradio_http import stop_process
+
+    process, url, _log = start_app("--host", "127.0.0.1", env={"SPACE_ID": "someone/kolors-test"})
+    yield url
+    stop_process(process)
+
+
+def test_a_public_page_loads_uploads_and_runs_within_the_get_limit(browser, public_url, tmp_path):
+    from kolors_app.serving.quotas import DEFAULTS, GET_BURST_SECONDS
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    gets, refused = [], []
+    page.on("request", lambda request: gets.append(request.url) if request.method == "GET" else None)
+    page.on("response", lambda response: refused.append(response.url) if response.status in (403, 409, 429)
+            else None)
+    page.goto(public_url)
+    expect(page.locator("#text_to_image-generate")).to_be_visible()
+    expect(page.locator("#status-bar")).to_contain_text("tiny")
+    loaded = len(gets)
+    run_small(page, "a red fox", 31)
+    # A same-origin upload from the page passes the cross-site check and the image guard.
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(picture)
+    open_tab(page, "Image to image")
+    page.locator("#image_to_image-image input[type=file]").set_input_files(picture)
+    expect(page.locator("#image_to_image-image img")).to_be_visible()
+    burst = DEFAULTS["get_rate"][1] * GET_BURST_SECONDS
+    print(f"GETs: {loaded} to load the page, {len(gets)} with a run and an upload (the burst allowed is {burst})")
+    assert not refused, refused
+    assert len(gets) < burst / 2
+    context.close()

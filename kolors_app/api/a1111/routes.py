@@ -18,6 +18,7 @@ from kolors_app.api.waiting import (credentials_check, error_response, outcome_o
                                     refusal_response)
 from kolors_app.core.request import MAX_SEED, concrete_seed
 from kolors_app.core.errors import ValidationError
+from kolors_app.core.json_body import parse_json
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.creative.part import tools_for
 from kolors_app.creative.upscalers import LATENT
@@ -46,9 +47,9 @@ async def read_json(request: Request, limit: int) -> Any:
             raise HTTPException(413, f"request body is larger than {limit // 1024 // 1024} MB")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"{}")
-    except ValueError as error:
-        raise HTTPException(422, f"body: not valid JSON ({error})") from None
+        return parse_json(b"".join(chunks) or b"{}")
+    except ValidationError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 def info_json(body: Txt2Img, seeds: list[int], images: list, job: JobHandle) -> str:
