@@ -13,7 +13,8 @@ from kolors_app.core.logins import looks_like_an_old_list
 from kolors_app.hub.sources import TINY_MODEL
 from kolors_app.serving.cache_paths import hide_cache_paths
 from kolors_app.serving.gradio_protocol import AppView
-from kolors_app.serving.http_guard import Gatekeeper, client_address
+from kolors_app.serving.addresses import client_address
+from kolors_app.serving.http_guard import Gatekeeper
 from kolors_app.serving.logins import Logins
 from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.engine.engine import Engine

@@ -12,7 +12,7 @@ import gradio as gr
 from kolors_app.patches.gradio import (answer_mcp_outputs_with, cancel_dropped_mcp_calls, log_in_mcp_client,
                                       name_mcp_callers)
 from kolors_app.serving.cache_paths import cache_file
-from kolors_app.serving.http_guard import client_address
+from kolors_app.serving.addresses import client_address
 from kolors_app.serving.owners import MCP_OWNER_HEADER, sign_mcp_caller
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from kolors_app.core.errors import ValidationError
 from kolors_app.engine.engine import JobHandle
 from kolors_app.engine.jobs import JobOutcome, Owner
-from kolors_app.serving.http_guard import client_address
+from kolors_app.serving.addresses import client_address
 from kolors_app.serving.logins import REALM, Logins, TooManyAttempts, basic_credentials
 from kolors_app.serving.owners import api_owner
 from kolors_app.serving.quotas import resolve

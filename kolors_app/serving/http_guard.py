@@ -21,6 +21,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from kolors_app.patches.gradio import page_user
+from kolors_app.serving.addresses import client_address, header
 from kolors_app.serving.cache_paths import served_scope
 from kolors_app.serving.gradio_protocol import (CANCEL_ROUTE, EVENT_ROUTE, AppView, StreamSeats, cancel_refusal,
                                                 event_refusal, read_body, replay, stream_session)
@@ -52,23 +53,6 @@ async def answer(send, status: int, text: str, headers: list | None = None) -> N
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                             (b"content-length", str(len(body)).encode())] + (headers or [])})
     await send({"type": "http.response.body", "body": body})
-
-
-def header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def client_address(scope, trust_forwarded: bool) -> str:
-    """The visitor's address: the proxy's last X-Forwarded-For entry when behind one, else the socket's peer."""
-    if trust_forwarded:
-        forwarded = header(scope, b"x-forwarded-for")
-        if forwarded and forwarded.split(",")[-1].strip():
-            return forwarded.split(",")[-1].strip()
-    client = scope.get("client")
-    return client[0] if client else "unknown"
 
 
 def host_name(value: str | None) -> str:

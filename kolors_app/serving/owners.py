@@ -12,7 +12,7 @@ import hmac
 import secrets
 
 from kolors_app.engine.jobs import Owner
-from kolors_app.serving.http_guard import client_address, header
+from kolors_app.serving.addresses import client_address, header
 
 MCP_OWNER_HEADER = "x-kolors-mcp-owner"
 _SECRET = secrets.token_bytes(32)

@@ -30,7 +30,7 @@ from kolors_app.models.memory import OutOfGPUMemory
 from kolors_app.models.pipeline_manager import PipelineManager
 from kolors_app.outputs.history import OutputStore
 from kolors_app.outputs.result_files import BackgroundSaver, encode_png, write_served_png
-from kolors_app.serving.http_guard import client_address
+from kolors_app.serving.addresses import client_address
 from kolors_app.serving.owners import mcp_owner
 from kolors_app.serving.quotas import engine_limits, resolve
 from kolors_app.ui.i18n import refusal_text, tr
