@@ -43,7 +43,11 @@ def credentials_check(settings) -> Callable:
     allowed = [tuple(pair.split(":", 1)) for pair in text.split(",")] if text else []
     basic = HTTPBasic(auto_error=False)
 
-    def check(given: HTTPBasicCredentials | None = Depends(basic)) -> str | None:
+    async def credentials(request: Request) -> HTTPBasicCredentials | None:
+        # Without credentials configured, A1111 ignores the header: Open WebUI and SillyTavern send `Basic ` then.
+        return await basic(request) if allowed else None
+
+    def check(given: HTTPBasicCredentials | None = Depends(credentials)) -> str | None:
         if not allowed:
             return None
         if given is not None and any(secrets.compare_digest(given.username.encode(), user.encode())
