@@ -59,6 +59,7 @@ class Settings:
     # --- API for other programs (kolors_app/a1111/, MCP) ---
     api: bool = False
     api_auth: str | None = None
+    api_key: tuple[str, ...] = field(default=(), repr=False)  # secrets: kept out of logs and tracebacks
     mcp: bool = False
     # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
     embedding_cache_mb: int = 256
@@ -164,12 +165,23 @@ _CONVERTERS = {"share": _parse_bool, "preload": _parse_bool, "save_outputs": _pa
 _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _LIMIT_FIELDS.items()})
 
 _FIELD_HELP.update({
-    "api": "serve the REST APIs: the app's own POST /kolors/v1/generate and AUTOMATIC1111's under /sdapi/v1/ (on share "
-           "links and Spaces only with --api-auth)",
+    "api": "serve the REST APIs: the app's own POST /kolors/v1/generate, AUTOMATIC1111's under /sdapi/v1/ and OpenAI's "
+           "images API under /v1/ (on share links and Spaces only with --api-auth, or --api-key for /v1/ alone)",
     "api_auth": "user:password (comma-separated for several) required by the REST APIs (/kolors/v1/, /sdapi/v1/)",
     "mcp": "serve the generate actions as MCP tools at /gradio_api/mcp/",
+    "api_key": ("a Bearer key the OpenAI routes (/v1/) accept; repeat the flag for several; the variable holds one key "
+                "a line, or KOLORS_API_KEY_FILE names a file of them"),
 })
 _CONVERTERS.update({"api": _parse_bool, "mcp": _parse_bool})
+
+# --- API keys (kolors_app/api/keys.py checks them) ---
+API_KEY_FILE_VARIABLE = "KOLORS_API_KEY_FILE"
+MIN_API_KEY_CHARS = 8
+
+
+_CONVERTERS["api_key"] = lambda raw: tuple(  # repeated flags (a list), or a variable's text: one key a line
+    line.strip() for line in raw.splitlines() if line.strip()) if isinstance(raw, str) else tuple(raw)
+# --- end API keys ---
 
 # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
 ATTENTION_MODES = ("sdpa", "eager")
@@ -258,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _setting_names() + list(_LIMIT_FIELDS):
         flag = "--" + name.replace("_", "-")
         extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if _is_bool(name) else {}
+        if name == "api_key":
+            extra = {"action": "append", "metavar": "KEY"}
         default = _default(name)
-        shown = "auto" if default is None and name in AUTO_SETTINGS else default
+        shown = "auto" if default is None and name in AUTO_SETTINGS else "none" if default == () else default
         parser.add_argument(flag, dest=name, default=None, choices=_CHOICES.get(name), **extra,
                             help=f"{_help(name)} (default: {shown}; env KOLORS_{name.upper()})")
     parser.add_argument("--check", action="store_true",
@@ -289,6 +303,14 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
             sources[name] = ("--" + name.replace("_", "-"), getattr(args, name))
         elif environ.get(f"KOLORS_{name.upper()}") is not None:
             sources[name] = (f"KOLORS_{name.upper()}", environ[f"KOLORS_{name.upper()}"])
+    if environ.get(API_KEY_FILE_VARIABLE):
+        if "api_key" in sources:
+            raise SettingsError(f"{API_KEY_FILE_VARIABLE}: give the keys one way, not also with "
+                                f"{sources['api_key'][0]}")
+        try:
+            sources["api_key"] = (API_KEY_FILE_VARIABLE, Path(environ[API_KEY_FILE_VARIABLE]).read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            raise SettingsError(f"{API_KEY_FILE_VARIABLE}: cannot read it ({type(error).__name__})") from None
     for name, (source, raw) in sources.items():
         if name in _CHOICES and raw not in _CHOICES[name]:
             raise SettingsError(f"{source}: {raw!r} is not one of {', '.join(_CHOICES[name])}")
@@ -321,8 +343,15 @@ def check(settings: Settings, sources: dict | None = None) -> None:
     if settings.api_auth is not None and not all(all(pair.partition(":")[::2])
                                                  for pair in settings.api_auth.split(",")):
         refuse("api_auth", "expected user:password (comma-separated for several)")
-    if settings.api and not settings.api_auth and (settings.share or on_spaces()):
-        refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password")
+    if settings.api and not (settings.api_auth or settings.api_key) and (settings.share or on_spaces()):
+        refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password (or --api-key, which "
+                      "opens only the OpenAI routes under /v1/)")
+    for key in settings.api_key:
+        if len(key) < MIN_API_KEY_CHARS or any(character.isspace() for character in key):
+            refuse("api_key", f"each key needs at least {MIN_API_KEY_CHARS} characters and no spaces "
+                              f"(got one of {len(key)} characters)")
+    if len(set(settings.api_key)) < len(settings.api_key):
+        refuse("api_key", "a key is given twice")
     for name in ("min_size", "max_size"):
         value = getattr(limits, name)
         if value < 64 or value % 8:
@@ -347,7 +376,8 @@ def settings_table() -> str:
     rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
     for name in _setting_names() + list(_LIMIT_FIELDS):
         default = _default(name)
-        shown = "`auto`" if default is None and name in AUTO_SETTINGS else "" if default is None else f"`{default}`"
+        shown = "" if default in (None, ()) else f"`{default}`"
+        shown = "`auto`" if default is None and name in AUTO_SETTINGS else shown
         text = _help(name).replace("|", "\\|")
         rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
     rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; "
