@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import torch
+from diffusers import KolorsPipeline
 from gradio_http import free_port, wait_until
 from PIL import Image
 
@@ -82,7 +84,8 @@ def post(served, path: str, key: str | None = KEY, **options) -> httpx.Response:
 # --- the proof, through the official client ---
 
 
-def test_the_openai_client_gets_the_same_pixels_as_the_rest_route_and_the_core(client, served, manager):
+def test_the_openai_client_gets_the_same_pixels_as_the_rest_route_the_core_and_bare_diffusers(client, served, manager,
+                                                                                              hf_cache):
     answer = client.images.generate(prompt="一只猫 a cat", size="256x256", n=1, extra_body={"seed": 7, **FAST})
     image = opened(base64.b64decode(answer.data[0].b64_json))
     assert image.size == (256, 256) and answer.created > 0
@@ -94,6 +97,10 @@ def test_the_openai_client_gets_the_same_pixels_as_the_rest_route_and_the_core(c
     assert np.array_equal(pixels(image), pixels(opened(rest.content)))
     core = generate(manager, GenerationRequest("一只猫 a cat", width=256, height=256, num_inference_steps=2, seed=7))
     assert np.array_equal(pixels(image), pixels(core.images[0].image))
+    bare = KolorsPipeline.from_pretrained("Kwai-Kolors/Kolors-diffusers", variant="fp16", dtype=torch.float32)
+    expected = bare(prompt="一只猫 a cat", negative_prompt="", width=256, height=256, num_inference_steps=2,
+                    guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(7)).images[0]
+    assert np.array_equal(pixels(image), pixels(expected))  # the pipeline a user writes from the diffusers docs
 
 
 def test_several_images_continue_the_seed(client):
