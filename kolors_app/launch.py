@@ -119,12 +119,17 @@ def launch(settings: Settings, manager: PipelineManager | None = None, **overrid
     routes = []
     if settings.api:
         from kolors_app.api.a1111 import a1111_router
+        from kolors_app.api.openai_images import openai_router
         from kolors_app.api.rest import native_router
 
         # Given to the FastAPI app at its creation, so that they come before gradio's own routes.
         message = lambda error: public_message(error, settings)  # noqa: E731
-        routes = (a1111_router(ctx, public_message=message, logins=logins).routes
-                  + native_router(ctx, public_message=message, logins=logins).routes)
+        routes = openai_router(ctx, public_message=message).routes
+        if settings.api_auth or not is_public(settings):
+            routes += a1111_router(ctx, public_message=message, logins=logins).routes
+            routes += native_router(ctx, public_message=message, logins=logins).routes
+        else:  # --api-key alone opens only the /v1 routes: the others would be open to anyone
+            log.warning("A public app with --api-key and no --api-auth serves only the OpenAI routes (/v1/)")
     app.launch(
         server_name=settings.host,
         server_port=settings.port,

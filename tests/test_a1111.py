@@ -118,7 +118,11 @@ def test_interrupt_ends_the_running_job_and_progress_shows_it(api, a1111):
     assert api.interrupt() == {}
     worker.join(60)
     assert time.monotonic() - started < 30
-    assert answers["result"].images == [] and answers["result"].info["interrupted"] is True
+    # As A1111: the unfinished image comes back (a preview of its latents), not `images: []` (webuiapi's IndexError).
+    result = answers["result"]
+    assert result.info["interrupted"] is True and len(result.images) == 1 and result.image.size == (256, 256)
+    assert written_parameters(result.image)["interrupted"] is True and result.info["all_seeds"] == [1, 2]
+    assert any("interrupted" in note for note in result.info["warnings"])
     assert api.get_progress()["state"]["job_count"] == 0
 
 
@@ -155,7 +159,6 @@ def test_saved_images_go_only_into_the_outputs_folder(api, a1111):
     ({"prompt": ""}, 422, "prompt"),
     ({"prompt": "x" * 6000}, 422, "prompt"),
     ({"prompt": "x", "sampler_name": "LMS"}, 422, "sampler_name"),
-    ({"prompt": "x", "sampler_name": "Euler", "scheduler": "Exponential"}, 422, "scheduler"),
     ({"prompt": "x", "script_name": "x/y/z plot"}, 422, "script_name"),
     ({"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": [True]}}}, 422, "alwayson_scripts.ADetailer"),
     ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}}, 422,
@@ -196,7 +199,7 @@ def test_png_info_refuses_what_is_not_an_image(a1111):
         assert answer.status_code == 422 and answer.json()["field"] == "image", answer.text
 
 
-def test_save_images_is_refused_when_saving_is_off(settings, manager):
+def test_save_images_is_ignored_with_a_note_when_saving_is_off(settings, manager):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -207,7 +210,47 @@ def test_save_images_is_refused_when_saving_is_off(settings, manager):
     app = FastAPI()
     app.include_router(a1111_router(ctx))
     answer = TestClient(app).post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "save_images": True})
-    assert answer.status_code == 422 and answer.json()["field"] == "save_images"
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["images"]) == 1
+    assert json.loads(answer.json()["info"])["warnings"] == [
+        "save_images: saving images is off on this server; the images were not saved"]
+
+
+@pytest.mark.parametrize("sampler, schedule, runs, note", [
+    ("DDIM", "normal", "DDIM", "scheduler 'normal' is not available here"),  # SillyTavern's defaults
+    ("Euler a", "Karras", "Euler a", "Schedule type 'Karras' is not available for 'Euler a'"),  # Open WebUI's
+    ("Euler", "Exponential", "Euler", "scheduler 'Exponential' is not available here"),
+    ("DPM++ 2M", "Karras", "DPM++ 2M Karras", None),
+])
+def test_schedule_types_run_as_a1111_would_with_a_note(a1111, sampler, schedule, runs, note):
+    answer = post(a1111, "/sdapi/v1/txt2img", {"prompt": "a bird", "seed": 1, **SMALL, "sampler_name": sampler,
+                                               "scheduler": schedule})
+    assert answer.status_code == 200, answer.text
+    image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+    assert written_parameters(image)["scheduler"] == runs
+    warnings = json.loads(answer.json()["info"])["warnings"]
+    assert (note is None and warnings == []) or any(text.startswith(note) for text in warnings), warnings
+
+
+def test_clients_default_credentials_and_config_calls_are_answered(a1111):
+    # Open WebUI and SillyTavern send `Basic ` + base64("") without credentials; HTTP trims the space.
+    empty = {"Authorization": "Basic"}
+    assert httpx.get(f"{a1111[0]}/sdapi/v1/options", headers=empty).status_code == 200
+    assert httpx.get(f"{a1111[0]}/sdapi/v1/sd-vae", headers=empty).json() == []
+    assert httpx.get(f"{a1111[0]}/sdapi/v1/sd-modules", headers=empty).json() == []
+    options = httpx.get(f"{a1111[0]}/sdapi/v1/options").json()
+    assert httpx.post(f"{a1111[0]}/sdapi/v1/options", json={**options, "sd_model_checkpoint": ""}).status_code == 200
+    refused = httpx.post(f"{a1111[0]}/sdapi/v1/options", json={"sd_model_checkpoint": "sd_xl_base_1.0"})
+    assert refused.status_code == 422 and refused.json()["field"] == "sd_model_checkpoint"
+
+
+def test_the_none_upscaler_resizes_like_lanczos(a1111):
+    answers = [post(a1111, "/sdapi/v1/txt2img", {"prompt": "a castle", "seed": 3, **SMALL, "enable_hr": True,
+                                                 "hr_scale": 1.5, "hr_upscaler": name, "hr_second_pass_steps": 2})
+               for name in ("None", "Lanczos")]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    first, second = (Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))) for answer in answers)
+    assert first.size == (384, 384) and np.array_equal(np.asarray(first), np.asarray(second))
 
 
 def test_api_auth_is_required_when_set(settings, manager):
@@ -224,6 +267,7 @@ def test_api_auth_is_required_when_set(settings, manager):
     assert client.get("/sdapi/v1/sd-models").status_code == 401
     assert client.get("/sdapi/v1/sd-models", auth=("robot", "wrong")).status_code == 401
     assert client.get("/sdapi/v1/sd-models", auth=("other", "pw")).status_code == 200
+    assert client.get("/sdapi/v1/sd-models", headers={"Authorization": "Basic"}).status_code == 401
 
 
 def test_api_is_off_by_default_and_needs_auth_on_a_share_link():
@@ -288,7 +332,9 @@ def test_skip_ends_only_the_current_iteration(api):
     assert api.get_progress()["state"]["skipped"] is False  # the new iteration runs
     api.interrupt()
     worker.join(60)
-    assert answers["result"].images == [] and answers["result"].info["interrupted"] is True
+    result = answers["result"]  # both iterations unfinished: the skipped one and the interrupted one
+    assert result.info["interrupted"] is True and len(result.images) == 2
+    assert [written_parameters(image)["seed"] for image in result.images] == [20, 21]
 
 
 def test_skip_without_a_job_is_harmless(a1111):
@@ -299,7 +345,7 @@ def test_loras_and_upscalers_list_the_folders(api, a1111):
     assert [lora["name"] for lora in api.get_loras()] == ["tiny-style"]
     assert all(lora["path"] is None for lora in api.get_loras())  # no server paths
     names = [upscaler["name"] for upscaler in api.get_upscalers()]
-    assert names == ["Lanczos", "tiny-esrgan-4x"]
+    assert names == ["None", "Lanczos", "tiny-esrgan-4x"]  # A1111's "None" first: clients put latent modes after it
     assert httpx.get(f"{a1111[0]}/sdapi/v1/latent-upscale-modes").json() == [{"name": "Latent"}]
 
 

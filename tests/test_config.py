@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from kolors_app.core.logins import Login
-from kolors_app.core.config import Limits, Settings, SettingsError, build_parser, load_settings, settings_table
+from kolors_app.core.config import Limits, Settings, SettingsError, build_parser, load_settings
+from kolors_app.core.settings_table import settings_table
 
 
 def test_defaults_without_flags_or_variables():
@@ -142,3 +143,35 @@ def test_several_users_repeat_the_flag_or_take_a_line_each(tmp_path):
     with pytest.raises(SettingsError, match=r"KOLORS_AUTH and --auth-file: the user 'dave' is given more"):
         load_settings(["--auth-file", str(file)], {"KOLORS_AUTH": "dave:other"})
     assert Settings(auth=(Login("a", "b"),)).auth[0].as_pair() == ("a", "b")
+
+
+def test_api_keys_come_from_repeated_flags_a_variable_or_a_file(tmp_path):
+    assert Settings().api_key == () and "api_key" not in repr(Settings(api_key=("sk-secret-1",)))
+    assert load_settings(["--api-key", "sk-first-1", "--api-key", "sk-second-2"], {})[0].api_key == (
+        "sk-first-1", "sk-second-2")
+    # A Spaces secret holds one key a line; the flags win over it.
+    environ = {"KOLORS_API_KEY": "sk-first-1\n\n  sk-second-2  \n"}
+    assert load_settings([], environ)[0].api_key == ("sk-first-1", "sk-second-2")
+    assert load_settings(["--api-key", "sk-flag-key-3"], environ)[0].api_key == ("sk-flag-key-3",)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-from-file-1\nsk-from-file-2\n")
+    assert load_settings([], {"KOLORS_API_KEY_FILE": str(keys)})[0].api_key == ("sk-from-file-1", "sk-from-file-2")
+
+
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--api-key", "short"], {}, r"--api-key: each key needs at least 8 characters and no spaces"),
+    ([], {"KOLORS_API_KEY": "sk-has space"}, r"KOLORS_API_KEY: each key needs at least 8 characters"),
+    (["--api-key", "sk-same-key", "--api-key", "sk-same-key"], {}, r"--api-key: a key is given twice"),
+    ([], {"KOLORS_API_KEY_FILE": "/no/such/file"}, r"KOLORS_API_KEY_FILE: cannot read it"),
+    ([], {"KOLORS_API_KEY_FILE": "/etc/hostname", "KOLORS_API_KEY": "sk-first-1"},
+     r"KOLORS_API_KEY_FILE: give the keys one way, not also with KOLORS_API_KEY"),
+    (["--api", "--share"], {}, r"--api: on a share link or a Space the REST APIs need --api-auth"),
+])
+def test_bad_api_keys_are_refused_naming_their_source(argv, environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(argv, environ)
+
+
+def test_an_api_key_alone_meets_the_public_rule_for_the_openai_routes():
+    settings = load_settings(["--api", "--api-key", "sk-public-key-1"], {"SPACE_ID": "user/app"})[0]
+    assert settings.api and settings.api_key == ("sk-public-key-1",) and not settings.api_auth

@@ -29,6 +29,7 @@ from kolors_app.serving.quotas import DEFAULTS
 
 PUBLIC_WORK, PUBLIC_OUTPUT = DEFAULTS["max_work"][1], DEFAULTS["max_output_mp"][1]
 ALICE, BOB = ("alice", "pw-a"), ("bob", "pw-b")
+ALICE_KEY = "sk-alice-key-1"
 LONG = dict(width=256, height=256, steps=150)
 
 
@@ -40,7 +41,8 @@ def app(settings, manager, tmp_path_factory):
     folder = tmp_path_factory.mktemp("entrances")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
-        own = dataclasses.replace(settings, port=free_port(), api=True, mcp=True, api_auth=(Login(*ALICE), Login(*BOB)),
+        own = dataclasses.replace(settings, port=free_port(), api=True, mcp=True,
+                                  api_auth=(Login(*ALICE), Login(*BOB)), api_key=(ALICE_KEY,),
                                   max_work=PUBLIC_WORK, max_output_mp=PUBLIC_OUTPUT, queue_per_session=1,
                                   queue_per_address=1, behind_proxy=True)
         blocks, ctx = launch(own, manager, prevent_thread_lock=True, quiet=True)
@@ -190,15 +192,17 @@ def assert_stopped_soon(ctx, stops: list, gone: float) -> None:
 @pytest.mark.parametrize("path, body", [
     ("/kolors/v1/generate", {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 150}),
     ("/sdapi/v1/txt2img", {"prompt": "a fox", **LONG}),
-], ids=["rest", "a1111"])
+    ("/v1/images/generations", {"prompt": "a fox", "size": "256x256", "num_inference_steps": 150}),
+], ids=["rest", "a1111", "openai"])
 def test_a_rest_client_that_leaves_stops_its_job(app, stops, path, body):
     url, _blocks, ctx = app
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
-    credentials = base64.b64encode(b"alice:pw-a").decode()
+    credentials = (f"Bearer {ALICE_KEY}" if path.startswith("/v1/")
+                   else "Basic " + base64.b64encode(b"alice:pw-a").decode())
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                           f"Authorization: Basic {credentials}\r\nX-Forwarded-For: 10.3.0.1\r\n"
+                           f"Authorization: {credentials}\r\nX-Forwarded-For: 10.3.0.1\r\n"
                            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
         assert wait_until(lambda: running(ctx), timeout=60), "the job did not start"
         gone = time.monotonic()

@@ -69,6 +69,21 @@ def test_the_rest_route_example(readme_app, tmp_path, monkeypatch, capsys):
     assert stored["seed"] == 7 and stored["scheduler"] == "DPM++ 2M Karras"
 
 
+def test_the_openai_client_example(readme_app, tmp_path, monkeypatch):
+    block = next(code for code in code_blocks("python") if "from openai import OpenAI" in code)
+    monkeypatch.chdir(tmp_path)
+    block = block.replace('"num_inference_steps": 25', '"num_inference_steps": 2')  # the tiny model, quickly
+    block = block.replace("http://127.0.0.1:7860/v1", readme_app + "v1")
+    found = run_example(block.replace('open("cat.png"', f'open({str(tmp_path / "cat.png")!r}'), readme_app, tmp_path)
+    assert found["answer"].data[0].b64_json
+    from PIL import Image
+
+    from kolors_app.metadata.png_chunks import read_image_parameters
+
+    stored = read_image_parameters(Image.open(tmp_path / "cat.png")).parameters
+    assert stored["seed"] == 7 and stored["scheduler"] == "DPM++ 2M Karras" and stored["width"] == 1024
+
+
 def test_the_mcp_configuration_names_the_served_path(readme_app):
     config = json.loads(code_blocks("json")[0])
     assert config["mcpServers"]["kolors"]["url"].endswith("/gradio_api/mcp/")

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kolors_app.core.hub_names import allow_list, is_allow_item
-from kolors_app.core.logins import Login, parse_logins, read_login_file, repeated_user
+from kolors_app.core.logins import (Login, api_key_file_source, api_key_problem, parse_api_keys, parse_logins,
+                                    read_login_file, repeated_user)
 
 DEFAULT_MODEL = "Kwai-Kolors/Kolors-diffusers"
 DEFAULT_IP_ADAPTER = "Kwai-Kolors/Kolors-IP-Adapter-Plus"
@@ -64,6 +65,7 @@ class Settings:
     api: bool = False
     api_auth: tuple[Login, ...] = ()
     api_auth_file: Path | None = None
+    api_key: tuple[str, ...] = field(default=(), repr=False)  # secrets: kept out of logs and tracebacks
     mcp: bool = False
     # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
     embedding_cache_mb: int = 256
@@ -174,18 +176,21 @@ _CONVERTERS = {"share": _parse_bool, "preload": _parse_bool, "save_outputs": _pa
 _CONVERTERS.update({name: {"int": int, "float": float}[kind] for name, kind in _LIMIT_FIELDS.items()})
 
 _FIELD_HELP.update({
-    "api": "serve the REST APIs: the app's own POST /kolors/v1/generate and AUTOMATIC1111's under /sdapi/v1/ (on share "
-           "links and Spaces only with --api-auth)",
+    "api": "serve the REST APIs: the app's own POST /kolors/v1/generate, AUTOMATIC1111's under /sdapi/v1/ and OpenAI's "
+           "images API under /v1/ (on share links and Spaces only with --api-auth, or --api-key for /v1/ alone)",
     "api_auth": ("user:password required by the REST APIs (/kolors/v1/, /sdapi/v1/), instead of --auth's users; "
                  "repeat the flag for several (the variable: one a line)"),
     "api_auth_file": "a file of more --api-auth users, one user:password a line (# starts a comment line)",
     "mcp": "serve the generate actions as MCP tools at /gradio_api/mcp/",
+    "api_key": ("a Bearer key the OpenAI routes (/v1/) accept; repeat the flag for several; the variable holds one key "
+                "a line, or KOLORS_API_KEY_FILE names a file of them"),
 })
 _CONVERTERS.update({"api": _parse_bool, "mcp": _parse_bool})
 # Users and passwords: repeatable flags, and a file of one user:password a line, merged into the same setting.
 LOGIN_SETTINGS = ("auth", "api_auth")
 _CONVERTERS.update({**{name: parse_logins for name in LOGIN_SETTINGS},
                     **{f"{name}_file": lambda text: Path(text) if text else None for name in LOGIN_SETTINGS}})
+_CONVERTERS["api_key"] = parse_api_keys  # kolors_app/api/keys.py checks them
 
 # --- speed options (caches, GPU options; what each buys: bench/README.md) ---
 ATTENTION_MODES = ("sdpa", "eager")
@@ -282,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _setting_names() + list(_LIMIT_FIELDS):
         flag = "--" + name.replace("_", "-")
         extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if _is_bool(name) else {}
-        if name in LOGIN_SETTINGS:
+        if name == "api_key":
+            extra = {"action": "append", "metavar": "KEY"}
+        elif name in LOGIN_SETTINGS:
             extra = {"action": "append", "metavar": "USER:PASSWORD"}
         default = _default(name)
         shown = "auto" if default is None and name in AUTO_SETTINGS else "none" if default == () else default
@@ -315,6 +322,10 @@ def load_settings(argv: list[str] | None = None, environ: dict | None = None) ->
             sources[name] = ("--" + name.replace("_", "-"), getattr(args, name))
         elif environ.get(f"KOLORS_{name.upper()}") is not None:
             sources[name] = (f"KOLORS_{name.upper()}", environ[f"KOLORS_{name.upper()}"])
+    try:
+        sources.update(api_key_file_source(environ, sources))
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     for name, (source, raw) in sources.items():
         if name in _CHOICES and raw not in _CHOICES[name]:
             raise SettingsError(f"{source}: {raw!r} is not one of {', '.join(_CHOICES[name])}")
@@ -353,8 +364,12 @@ def check(settings: Settings, sources: dict | None = None) -> None:
         if repeated is not None:
             where = " and ".join(sources[key] for key in (name, f"{name}_file") if key in sources) or name
             raise SettingsError(f"{where}: the user {repeated!r} is given more than once")
-    if settings.api and not settings.api_auth and (settings.share or on_spaces()):
-        refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password")
+    if settings.api and not (settings.api_auth or settings.api_key) and (settings.share or on_spaces()):
+        refuse("api", "on a share link or a Space the REST APIs need --api-auth user:password (or --api-key, which "
+                      "opens only the OpenAI routes under /v1/)")
+    if api_key_problem(settings.api_key):
+        refuse("api_key", api_key_problem(settings.api_key))
+
     for name in ("min_size", "max_size"):
         value = getattr(limits, name)
         if value < 64 or value % 8:
@@ -377,17 +392,3 @@ def check(settings: Settings, sources: dict | None = None) -> None:
     bad = [item for item in allow_list(settings.lora_hub_allow) or () if not is_allow_item(item)]
     if bad:
         refuse("lora_hub_allow", f"{bad[0]!r} is not a Hub repo id (owner/name), owner/*, * or none")
-
-
-def settings_table() -> str:
-    """The README's configuration table (Markdown), generated from the settings themselves."""
-    rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
-    for name in _setting_names() + list(_LIMIT_FIELDS):
-        default = _default(name)
-        shown = "`auto`" if default is None and name in AUTO_SETTINGS else \
-            "" if default in (None, ()) else f"`{default}`"
-        text = _help(name).replace("|", "\\|")
-        rows.append(f"| `--{name.replace('_', '-')}` | `KOLORS_{name.upper()}` | {shown} | {text} |")
-    rows.append("| `--check` | | | check the install, device, memory plan, disk and downloads; "
-                "exit non-zero if blocked |")
-    return "\n".join(rows) + "\n"

@@ -77,3 +77,36 @@ def repeated_user(logins: tuple[Login, ...]) -> str | None:
 def looks_like_an_old_list(login: Login) -> bool:
     """Whether a password looks like the old `a:1,b:2` list of users (commas no longer separate users)."""
     return bool(OLD_LIST.search(login.password))
+
+
+# API keys (the OpenAI routes' Bearer keys): repeated flags, or one key a line in a variable or a file.
+API_KEY_FILE_VARIABLE = "KOLORS_API_KEY_FILE"
+MIN_API_KEY_CHARS = 8
+
+
+def parse_api_keys(raw) -> tuple[str, ...]:
+    """Keys from repeated flags (a list) or a variable's text (one key a line)."""
+    if isinstance(raw, str):
+        return tuple(line.strip() for line in raw.splitlines() if line.strip())
+    return tuple(raw)
+
+
+def api_key_file_source(environ, sources: dict) -> dict:
+    """{"api_key": (variable, text)} when KOLORS_API_KEY_FILE names a file; ValueError naming what is wrong."""
+    if not environ.get(API_KEY_FILE_VARIABLE):
+        return {}
+    if "api_key" in sources:
+        raise ValueError(f"{API_KEY_FILE_VARIABLE}: give the keys one way, not also with {sources['api_key'][0]}")
+    try:
+        return {"api_key": (API_KEY_FILE_VARIABLE, Path(environ[API_KEY_FILE_VARIABLE]).read_text("utf-8"))}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{API_KEY_FILE_VARIABLE}: cannot read it ({type(error).__name__})") from None
+
+
+def api_key_problem(keys: tuple[str, ...]) -> str | None:
+    """What is wrong with the keys, or None."""
+    for key in keys:
+        if len(key) < MIN_API_KEY_CHARS or any(character.isspace() for character in key):
+            return (f"each key needs at least {MIN_API_KEY_CHARS} characters and no spaces "
+                    f"(got one of {len(key)} characters)")
+    return "a key is given twice" if len(set(keys)) < len(keys) else None

@@ -191,6 +191,8 @@ class GenerationResult:
     seconds: float = 0.0
     # Maps the control units were given, one per unit (what the preprocessors made), for the UI to show.
     control_maps: list[Image.Image] = field(default_factory=list)
+    # A stopped run: a small preview of each image's latents at the step it stopped (empty before the first step).
+    previews: list[Image.Image] = field(default_factory=list)
 
 
 def concrete_seed(seed: int | None) -> int:

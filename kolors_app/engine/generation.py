@@ -35,7 +35,14 @@ PreviewCallback = Callable[[int, Image.Image], None]
 
 
 class GenerationStopped(Exception):
-    """Raised inside the step callback to end a run at once, without decoding half-done latents."""
+    """Raised inside the step callback to end a run at once, without decoding half-done latents.
+
+    `previews`: one cheap preview of each image's latents where the run stopped (A1111 answers those).
+    """
+
+    def __init__(self, previews: list[Image.Image] | None = None):
+        super().__init__("stopped")
+        self.previews = previews or []
 
 
 @dataclass
@@ -184,7 +191,7 @@ def _step_callback(control: RunControl):
     def on_step_end(pipe, step, _timestep, tensors):
         total = pipe.num_timesteps
         if control.stop is not None and control.stop.is_set():
-            raise GenerationStopped
+            raise GenerationStopped([latents_to_preview(latents) for latents in tensors["latents"]])
         if control.on_progress:
             control.on_progress(step + 1, total)
         if control.on_preview and step + 1 < total and _preview_due(control, step + 1, last_preview):
@@ -233,10 +240,10 @@ def run_validated(manager: PipelineManager, request: GenerationRequest,
 
         try:
             output, plan_note = run_with_step_down(manager, run_pipeline, Features.of(request))
-        except GenerationStopped:
+        except GenerationStopped as stop:
             manager.release_memory()  # also takes offloaded models off the GPU
-            return GenerationResult([], request, warnings, stopped=True,
-                                    seconds=time.perf_counter() - started)
+            return GenerationResult([], request, warnings, stopped=True, seconds=time.perf_counter() - started,
+                                    previews=stop.previews)
         if plan_note:
             warnings.append(plan_note)
         # --- end OOM step-down ---

@@ -14,7 +14,7 @@ from kolors_app.creative.xyz import Axis, Cell
 GENERATE, PLOT, UPSCALE = "generate", "plot", "upscale"
 KINDS = (GENERATE, PLOT, UPSCALE)
 # Entrances. Those behind gradio's queue are bounded by it; the others by the engine's own queue bound.
-PAGE, GRADIO_API, MCP, REST, A1111, PYTHON = "page", "gradio_api", "mcp", "rest", "a1111", "python"
+PAGE, GRADIO_API, MCP, REST, A1111, OPENAI, PYTHON = "page", "gradio_api", "mcp", "rest", "a1111", "openai", "python"
 GRADIO_QUEUED = (PAGE, GRADIO_API, MCP)
 _ids = itertools.count(1)
 
@@ -23,8 +23,9 @@ _ids = itertools.count(1)
 class Owner:
     """Who a job belongs to: only this owner follows its progress and previews, or stops it.
 
-    `kind`: "session" (a page visitor), "user" (an authenticated API user), "address" (an API client without
-    credentials) or "mcp" (an MCP session). `address` is the client address the quotas count.
+    `kind`: "session" (a page visitor), "user" (an authenticated API user), "key" (an OpenAI client, by its key's
+    place in --api-key, never the key), "address" (an API client without credentials) or "mcp" (an MCP session).
+    `address` is the client address the quotas count.
     """
 
     kind: str

@@ -24,6 +24,7 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Index
 # A URL scheme needs two letters or more, so that "C:\\photo.png" stays a path.
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+TRANSPARENT_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION = 0x0112
 EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -142,19 +143,35 @@ def decode_image(data: bytes, limits: Limits, field: str = "image") -> Image.Ima
         return _normalise(image, field)
 
 
+def load_image_and_alpha(data: bytes, limits: Limits, field: str = "image") -> tuple[Image.Image, Image.Image | None]:
+    """RGB (as decode_image) and the alpha channel ("L"; None without transparency), checked like every upload.
+
+    For masks given by transparency (OpenAI's image edits): the transparent area is what is repainted.
+    """
+    check_upload_size(len(data), limits.max_upload_bytes, field)
+    image = open_image(data, limits, field)
+    with image:
+        check_pixels(image.size, limits, field)
+        return _normalise(image, field, keep_alpha=True)
+
+
 def _available_formats() -> tuple[str, ...]:
     return available_formats()
 
 
-def _normalise(image: Image.Image, field: str) -> Image.Image:
+def _normalise(image: Image.Image, field: str, keep_alpha: bool = False):
     try:
         # The first frame only; tell(), not n_frames, which walks a whole TIFF page chain, GIF or APNG.
         if image.tell():
             image.seek(0)
         image.load()
-        rgb = to_rgb(_upright(image, exif_of(image)))
+        upright = _upright(image, exif_of(image))
+        rgb = to_rgb(upright)
         rgb.info.pop("exif", None)  # the orientation is applied; the rest of the EXIF is not ours to keep
-        return rgb
+        if not keep_alpha:
+            return rgb
+        transparent = upright.mode in TRANSPARENT_MODES or "transparency" in upright.info
+        return rgb, upright.convert("RGBA").getchannel("A") if transparent else None
     except MemoryError:
         raise ValidationError(field, "needs more memory to decode than this server has free") from None
     except DECODE_ERRORS as error:
@@ -171,7 +188,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """An RGB copy: transparency composited on white, 16-bit and float images scaled, not clipped."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         return Image.fromarray(_to_8_bit(image), "L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+    if image.mode in TRANSPARENT_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # Gradio's file routes (`/gradio_api/file=<url>`, `/gradio_api/file/<url>`) fetch public URLs for any caller.
 REMOTE_FILE_ROUTE = re.compile(r"/file[=/]\s*[a-z][a-z0-9+.\-]*:", re.IGNORECASE)
 UPLOAD_ROUTE = re.compile(r"/upload/?$")
+# OpenAI's image edits and variations upload their image (and mask) in the request itself.
+IMAGE_FORM_ROUTE = re.compile(r"^/v1/images/(edits|variations)/?$")
+IMAGE_FORM_FILES = 2
 LOGIN_ROUTE = re.compile(r"/login/?$")
 # What programs read under --auth: the REST routes' schema (FastAPI's own, and its pages) and the MCP server.
 PROGRAM_ROUTE = re.compile(r"^/+(?:openapi\.json|docs|redoc)(?:/|$)|/gradio_api/+mcp(?:/|$)")
@@ -136,6 +139,9 @@ class Gatekeeper:
                 await answer(send, 403, f"Uploads from another site ({site}) are refused.")
                 return
             await self._upload(scope, receive, send, address)
+        elif IMAGE_FORM_ROUTE.search(path) and method == b"POST":
+            self.uploads.add(address, int(header(scope, b"content-length") or 0))
+            await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -193,9 +199,11 @@ class Gatekeeper:
         if length is not None and not length.strip().isdigit():
             return 400, "Bad Content-Length."
         size = int(length or 0)
-        if UPLOAD_ROUTE.search(path):
-            if size > self.max_upload_bytes + MULTIPART_MARGIN:
-                return 413, f"Upload too large: at most {self.max_upload_bytes / 1024 / 1024:.1f} MB per request."
+        files = 1 if UPLOAD_ROUTE.search(path) else IMAGE_FORM_FILES if IMAGE_FORM_ROUTE.search(path) else 0
+        if files:
+            if size > self.max_upload_bytes * files + MULTIPART_MARGIN:
+                return 413, (f"Upload too large: at most {self.max_upload_bytes * files / 1024 / 1024:.1f} MB per "
+                             "request.")
             if self.uploads.total(address) + size > self.quotas.upload_quota_bytes:
                 return 429, (f"Upload quota reached: {self.quotas.upload_quota_bytes / 1024 / 1024:.0f} MB per "
                              "hour; try again later."), [(b"retry-after", b"600")]

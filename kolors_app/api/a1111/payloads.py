@@ -17,7 +17,8 @@ from kolors_app.core.errors import ValidationError
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 
 MODEL_TITLE = "Kolors"
-# A1111 schedule types ("scheduler" since v1.9) that have a meaning here; the others are refused, not ignored.
+NO_UPSCALER = "None"  # first in A1111's upscaler list; clients insert the latent modes after it
+# A1111 schedule types ("scheduler" since v1.9) that have a meaning here; the others run as Automatic, with a note.
 SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # Accepted and ignored: they make no sense for Kolors (or for this server). The README lists them.
 IGNORED_FIELDS = (
@@ -98,18 +99,26 @@ def a1111_error(error: ValidationError, unit_indexes: list[int] = ()) -> Validat
     return ValidationError(name, message, error.code, error.allowed)
 
 
-def scheduler_for(sampler: str | None, schedule: str | None) -> str:
-    """Our scheduler for an A1111 sampler and schedule type ("DPM++ 2M" + "Karras" -> "DPM++ 2M Karras")."""
+def scheduler_for(sampler: str | None, schedule: str | None) -> tuple[str, list[str]]:
+    """Our scheduler for an A1111 sampler and schedule type ("DPM++ 2M" + "Karras" -> "DPM++ 2M Karras"), and notes.
+
+    As A1111 does, a schedule type it does not know (SillyTavern's default `normal`) is Automatic, and one the
+    sampler cannot take (`Euler a` + `Karras`, Open WebUI's example) leaves the sampler's own schedule; the notes
+    say so. Only an unknown sampler is refused.
+    """
     sampler = sampler or "Euler"
-    schedule_key = (schedule or "automatic").strip().lower()
-    if schedule_key not in SCHEDULE_TYPES:
-        raise ValidationError("scheduler", f"must be one of {', '.join(SCHEDULE_TYPES.values())}; got {schedule!r}")
-    name, note = scheduler_from_a1111(sampler, schedule_key)
-    if name is None or note:
+    notes = []
+    schedule = schedule or "Automatic"
+    if schedule.strip().lower() not in SCHEDULE_TYPES:
+        notes.append(f"scheduler {schedule!r} is not available here ({', '.join(SCHEDULE_TYPES.values())}); "
+                     "Automatic was used")
+        schedule = "Automatic"
+    name, note = scheduler_from_a1111(sampler, schedule)
+    if name is None:
         choices = ", ".join(SCHEDULER_NAMES)
-        raise ValidationError("sampler_name", f"{sampler!r} with schedule {schedule or 'Automatic'!r} is not "
-                                              f"available; samplers: {choices}")
-    return name
+        raise ValidationError("sampler_name", f"{sampler!r} is not available; samplers: {choices}", "unknown_choice",
+                              list(SCHEDULER_NAMES))
+    return name, notes + ([note] if note else [])
 
 
 def decode_image(value: Any, field_name: str, limits: Limits):
@@ -129,8 +138,8 @@ def decode_image(value: Any, field_name: str, limits: Limits):
     return load_image(data, limits, field=field_name)
 
 
-def check_unsupported(body: Txt2Img, saving: bool) -> None:
-    """Refuse, before any model work, what cannot be honoured: a script, another model, saving where it is off."""
+def check_unsupported(body: Txt2Img, saving: bool) -> list[str]:
+    """Refuse, before any model work, what cannot be honoured: a script, another model; notes for what is ignored."""
     if body.script_name:
         raise ValidationError("script_name", f"scripts are not available here; got {body.script_name!r}")
     for name, script in body.alwayson_scripts.items():
@@ -138,11 +147,12 @@ def check_unsupported(body: Txt2Img, saving: bool) -> None:
             raise ValidationError(f"alwayson_scripts.{name}", "is not available here (only controlnet)")
         if not isinstance(script, dict) or not isinstance(script.get("args", []), list):
             raise ValidationError(f"alwayson_scripts.{name}", "must be an object with an `args` list of units")
-    if body.save_images and not saving:
-        raise ValidationError("save_images", "saving images is off on this server")
     checkpoint = (body.override_settings or {}).get("sd_model_checkpoint")
     if checkpoint not in (None, "", MODEL_TITLE):
         raise ValidationError("override_settings.sd_model_checkpoint", f"must be {MODEL_TITLE!r}; got {checkpoint!r}")
+    # SillyTavern always asks to save; A1111 saves or not by its own settings, so this is a note, not a refusal.
+    return ["save_images: saving images is off on this server; the images were not saved"] \
+        if body.save_images and not saving else []
 
 
 def enabled_units(body: Txt2Img) -> list[tuple[int, dict]]:
@@ -168,7 +178,9 @@ def build_request(body: Txt2Img, scheduler: str, seed: int, limits: Limits):
     """The app's own request for one iteration of an A1111 body (`<lora:...>` in the prompt: the core reads them)."""
     request = GenerationRequest(**core_fields(body, scheduler, seed))
     if body.enable_hr and not isinstance(body, Img2Img):
-        request.hires = HiresFix(upscale=hires_scale(body), upscaler=body.hr_upscaler or "Latent",
+        # A1111's "None" upscaler resizes with Lanczos (images.resize_image); so does ours.
+        upscaler = "Lanczos" if body.hr_upscaler == NO_UPSCALER else body.hr_upscaler or "Latent"
+        request.hires = HiresFix(upscale=hires_scale(body), upscaler=upscaler,
                                  steps=body.hr_second_pass_steps,
                                  denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength)
     if isinstance(body, Img2Img):

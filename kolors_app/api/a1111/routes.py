@@ -10,20 +10,21 @@ from typing import Any, Callable
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
+from PIL import Image
 from pydantic import ValidationError as PydanticError
 
-from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, SCHEDULE_TYPES, Img2Img, Txt2Img, a1111_error,
-                                           build_request, check_unsupported, enabled_units, scheduler_for)
+from kolors_app.api.a1111.payloads import (CONTROL_MODULES, MODEL_TITLE, NO_UPSCALER, SCHEDULE_TYPES, Img2Img, Txt2Img,
+                                           a1111_error, build_request, check_unsupported, enabled_units, scheduler_for)
 from kolors_app.api.waiting import (credentials_check, error_response, outcome_of, owner_dependency,
                                     refusal_response)
-from kolors_app.core.request import MAX_SEED, concrete_seed
+from kolors_app.core.request import MAX_SEED, GeneratedImage, concrete_seed
 from kolors_app.core.errors import ValidationError
 from kolors_app.core.json_body import parse_json
 from kolors_app.core.schedulers import SCHEDULER_NAMES
 from kolors_app.creative.part import tools_for
 from kolors_app.creative.upscalers import LATENT
 from kolors_app.engine.engine import JobHandle, QueueFull
-from kolors_app.engine.generation import batch_seeds
+from kolors_app.engine.generation import batch_seeds, image_parameters
 from kolors_app.engine.jobs import A1111, GENERATE, Job, JobOutcome, Owner
 from kolors_app.media import png_encoder
 from kolors_app.media.images import decode_data_url
@@ -52,8 +53,9 @@ async def read_json(request: Request, limit: int) -> Any:
         raise HTTPException(422, str(error)) from None
 
 
-def info_json(body: Txt2Img, seeds: list[int], images: list, job: JobHandle) -> str:
-    """A1111's `info`: a JSON string with the seeds and the infotext of every image."""
+def info_json(body: Txt2Img, seeds: list[int], images: list, job: JobHandle, warnings: list[str] = ()) -> str:
+    """A1111's `info`: a JSON string with the seeds and the infotext of every image; `warnings` are this server's
+    notes (what was ignored or replaced, as A1111 would have done)."""
     first = images[0].parameters if images else {}
     return json.dumps({
         "prompt": body.prompt, "all_prompts": [body.prompt] * len(seeds),
@@ -67,8 +69,23 @@ def info_json(body: Txt2Img, seeds: list[int], images: list, job: JobHandle) -> 
         "denoising_strength": getattr(body, "denoising_strength", None), "extra_generation_params": {},
         "index_of_first_image": 0, "infotexts": [format_parameters(item.parameters) for item in images],
         "styles": [], "job_timestamp": job.timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
-        "interrupted": job.interrupted, "version": "kolors-studio",
+        "interrupted": job.interrupted, "version": "kolors-studio", "warnings": list(warnings),
     }, ensure_ascii=False)
+
+
+def unfinished_images(outcome: JobOutcome) -> list[GeneratedImage]:
+    """The images of stopped or skipped iterations as A1111 answers them: where their latents were when stopped
+    (here a latent preview at the image's size), so that `images[0]` exists for an interrupted call."""
+    unfinished = []
+    for result in outcome.results:
+        if not result.stopped:
+            continue
+        request = result.request
+        for seed, preview in zip(batch_seeds(request.seed, request.num_images), result.previews):
+            image = preview.resize((request.width, request.height), Image.Resampling.LANCZOS)
+            unfinished.append(GeneratedImage(image, seed, {**image_parameters(request, seed, image),
+                                                           "interrupted": True}))
+    return unfinished
 
 
 def body_limit_of(limits) -> int:
@@ -89,15 +106,17 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
     caller = owner_dependency(settings, check)
     body_limit = body_limit_of(limits)
 
-    def answer(body: Txt2Img, seeds: list[int], handle: JobHandle, outcome: JobOutcome) -> dict:
-        images = outcome.images
+    def answer(body: Txt2Img, seeds: list[int], handle: JobHandle, outcome: JobOutcome, notes: list[str]) -> dict:
+        images = outcome.images + unfinished_images(outcome)
+        if len(images) > len(outcome.images):
+            notes = notes + ["interrupted: the unfinished images are previews of their latents where they stopped"]
         encoded = [encode_png(item.image, item.parameters) for item in images]
         if body.save_images and ctx.saver is not None:
             for item, data in zip(images, encoded):
                 ctx.saver.save(item.parameters, data)
         echoed = body.model_dump(exclude={"init_images", "mask"})
         return {"images": [base64.b64encode(data).decode("ascii") for data in encoded] if body.send_images else [],
-                "parameters": echoed, "info": info_json(body, seeds, images, handle)}
+                "parameters": echoed, "info": info_json(body, seeds, images, handle, notes + outcome.warnings)}
 
     async def generate_route(request: Request, model: type[Txt2Img], owner: Owner):
         try:
@@ -107,7 +126,7 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
             name = ".".join(str(part) for part in first["loc"]) or "body"
             return error_response(422, "Invalid input", f"{name}: {first['msg']}", name)
         try:
-            check_unsupported(body, saving=ctx.saver is not None)
+            notes = check_unsupported(body, saving=ctx.saver is not None)
             if not 1 <= body.batch_size <= limits.max_images:
                 raise ValidationError("batch_size", f"must be from 1 to {limits.max_images}, got {body.batch_size}",
                                       code="out_of_range", allowed={"min": 1, "max": limits.max_images})
@@ -115,7 +134,7 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
                 raise ValidationError("n_iter", f"n_iter x batch_size must be from 1 to {limits.max_images}, "
                                                 f"got {body.n_iter} x {body.batch_size}", code="out_of_range",
                                       allowed={"min": 1, "max": limits.max_images})
-            scheduler = scheduler_for(body.sampler_name or body.sampler_index, body.scheduler)
+            scheduler, schedule_notes = scheduler_for(body.sampler_name or body.sampler_index, body.scheduler)
             if body.seed != -1 and not 0 <= body.seed <= MAX_SEED:
                 raise ValidationError("seed", f"must be -1 (random) or from 0 to {MAX_SEED}, got {body.seed}",
                                       code="out_of_range", allowed={"min": -1, "max": MAX_SEED})
@@ -129,7 +148,7 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
             # One job for every iteration: the engine validates and costs them together (n_iter x batch x steps).
             handle = engine.submit(Job(GENERATE, owner, A1111, requests, preview_seconds=PREVIEW_SECONDS), follow=False)
             outcome = await outcome_of(handle, request)
-            return await anyio.to_thread.run_sync(answer, body, seeds, handle, outcome)
+            return await anyio.to_thread.run_sync(answer, body, seeds, handle, outcome, notes + schedule_notes)
         except QueueFull as error:
             return error_response(503, "Queue is full", str(error))
         except ValidationError as error:  # also the core's own checks (LoRA and upscaler names) before model work
@@ -187,7 +206,7 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
         if not isinstance(values, dict):
             return error_response(422, "Invalid input", "body: must be an object of options", "body")
         checkpoint = values.get("sd_model_checkpoint")
-        if checkpoint not in (None, MODEL_TITLE):
+        if checkpoint not in (None, "", MODEL_TITLE):  # Open WebUI's first config save posts ""
             return error_response(422, "Invalid input", f"sd_model_checkpoint: must be {MODEL_TITLE!r} (the only "
                                                         f"model here); got {checkpoint!r}", "sd_model_checkpoint")
         return None  # other options are accepted and ignored: this server has no global settings to change
@@ -208,10 +227,20 @@ def a1111_router(ctx, public_message: Callable[[Exception], str] =
 
     @router.get("/sdapi/v1/upscalers")
     def upscalers():
-        """The pixel upscalers for hr_upscaler (the upscaler folder's models after Lanczos); no server paths."""
+        """The pixel upscalers for hr_upscaler: A1111's "None" first, Lanczos, the folder's models; no paths."""
         library = tools_for(ctx.manager).upscalers
         return [{"name": name, "model_name": name, "model_path": None, "model_url": None, "scale": None}
-                for name in library.names(latent=False)]
+                for name in (NO_UPSCALER, *library.names(latent=False))]
+
+    @router.get("/sdapi/v1/sd-vae")
+    def sd_vae():
+        """A1111's VAE files besides the model's own: none here (Kolors' VAE is part of the model)."""
+        return []
+
+    @router.get("/sdapi/v1/sd-modules")
+    def sd_modules():
+        """Forge's extra modules (VAEs, text encoders): none here."""
+        return []
 
     @router.get("/sdapi/v1/latent-upscale-modes")
     def latent_upscale_modes():
