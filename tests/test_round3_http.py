@@ -146,12 +146,32 @@ def test_deep_json_is_refused_naming_the_body_on_every_rest_route(app):
 def test_png_info_reads_an_odd_number_as_a_note_not_a_failure(app):
     url, _home = app
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a fox\nSteps: 2, Seed: 1, Size: 256x256, Mode: inpaint, Mask blur: ²")
+    info.add_text("parameters", 'a fox\nSteps: 2, Seed: 1, Size: 256x256, Mode: inpaint, Mask blur: ², '
+                                'ControlNet 0: "Module: depth, Weight: 0.5"')
+    png = encoded(Image.new("RGB", (16, 16)), "PNG", pnginfo=info)
     answer = httpx.post(url + "/sdapi/v1/png-info", timeout=30, headers={"x-forwarded-for": "10.8.0.4"}, auth=API_USER,
-                        json={"image": "data:image/png;base64," + base64.b64encode(
-                            encoded(Image.new("RGB", (16, 16)), "PNG", pnginfo=info)).decode()})
+                        json={"image": "data:image/png;base64," + base64.b64encode(png).decode()})
     assert answer.status_code == 200, answer.text
     assert answer.json()["parameters"]["Mask blur"] == "²"
+    # The PNG info tab reads them: the odd number and the unit without a model are left out, with a note each.
+    visitor = Visitor(url, "10.8.0.4")
+    session = uuid.uuid4().hex[:12]
+    payload = {"path": httpx.post(url + "/gradio_api/upload", files={"files": ("odd.png", png)}, timeout=30,
+                                  headers=visitor.headers).json()[0], "meta": {"_type": "gradio.FileData"}}
+    joined = visitor.join("parameters_of", [payload], session)
+    notes, message = [], None
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=60,
+                      headers=visitor.headers) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and '"log"' in line:
+                notes.append(line)
+            if line.startswith("data:") and "process_completed" in line:
+                message = line
+                break
+    assert joined.status_code == 200 and message and '"success":true' in message.replace(" ", ""), message
+    assert '"mode":"inpaint"' in message.replace(" ", "") and "mask_blur" not in message
+    assert "control_type" not in message
+    assert any("Mask blur" in note for note in notes) and any("names no Model" in note for note in notes), notes
 
 
 @pytest.mark.parametrize("route", ["/gradio_api/queue/join", "/gradio_api/run/predict"])

@@ -38,9 +38,11 @@ def event_refusal(path: str, body: bytes, view: AppView) -> str | None:
         value = parse_json(body or b"null")
         if not isinstance(value, dict):
             raise ValidationError("body", "must be a JSON object")
-        check_session(value.get("session_hash"))
-        index = value.get("fn_index")
         api_name = EVENT_ROUTE.search(path).group("api_name")
+        # A direct call by name may come without a session (curl); a queue join or the page's call may not.
+        if value.get("session_hash") is not None or api_name in (None, "predict"):
+            check_session(value.get("session_hash"))
+        index = value.get("fn_index")
         if index is None and (api_name in (None, "predict") or not view.api_known(api_name)):
             raise ValidationError("fn_index", "is required" if api_name in (None, "predict")
                                   else f"is missing and no event is named {api_name!r}")

@@ -46,7 +46,7 @@ DEEP_LINK_ROUTE = re.compile(r"/deep_link/?$")
 MULTIPART_MARGIN = 64 * 1024
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 READ_METHODS = (b"GET", b"HEAD")
-REFUSAL_DELAY = 1.0  # seconds a GET over the limit waits for its 429
+REFUSAL_DELAY = 0.5  # seconds a GET over the limit waits for its 429 (every refusal comes within a second)
 
 
 async def answer(send, status: int, text: str, headers: list | None = None) -> None:
